@@ -1,0 +1,196 @@
+"""The interface every compression method implements, on both sides of the split.
+
+A step of split learning with a compressor ``c`` (client left, server right)::
+
+    plan = c.make_plan(tokens, cls_attention, labels, generator)   # no_grad, replayable
+    enc = c.encode(tokens, labels, plan)        # enc.sent is differentiable w.r.t. tokens
+    -------- enc.payload.to_bytes() ---------->
+                                                rec = c.receive(payload)  # rec.leaf requires grad
+                                                loss(tail(rec.server_input), rec.targets).backward()
+                                                grad_payload = c.encode_gradient(rec.leaf.grad, payload)
+    <------- grad_payload.to_bytes() ----------
+    torch.autograd.backward(enc.sent, c.decode_gradient(grad_payload))
+
+The gradient that travels back is the gradient with respect to exactly what was received
+(``rec.leaf`` has the shape of ``enc.sent``), so it is as compressed as the forward payload.
+Parameters that live on the client (e.g. BottleNet++'s encoder) are under ``encoder``;
+those on the server under ``decoder``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from fedadc.model.spec import TokenSpec
+from fedadc.wire.payload import Kind, Payload, PayloadError
+
+Plan = dict[str, torch.Tensor]
+"""Per-step random or data-dependent choices of a method (cluster ids, kept indices, ...).
+
+A plan is computed once under ``no_grad`` and is enough to recompute the step's payload
+bit for bit from the same batch: a stateless client can redo step t from it."""
+
+
+@dataclass
+class Encoded:
+    """Client side result of :meth:`Compressor.encode`."""
+
+    payload: Payload
+    sent: torch.Tensor
+    """The differentiable tensor whose gradient the server sends back."""
+
+
+@dataclass
+class Received:
+    """Server side result of :meth:`Compressor.receive`."""
+
+    leaf: torch.Tensor
+    """Leaf tensor (requires grad) rebuilt from the payload; its ``.grad`` goes back."""
+    server_input: torch.Tensor
+    """Tokens for the server tail, ``B' x n' x d``."""
+    targets: torch.Tensor
+    """Hard labels (``B'``, int64) or soft labels (``B' x C``, float32)."""
+
+
+class Compressor(nn.Module):
+    """Base class: float32 activations and gradients, hard labels, no plan.
+
+    Subclasses override what differs. Class attributes:
+
+    * ``name``: registry name.
+    * ``merges_samples``: the server sees fewer samples than the client batch (ADC).
+    * ``compress_at_eval``: evaluation goes through encode/decode by default (BottleNet++,
+      whose learned codec is part of the model); for the others the paper evaluates the
+      uncompressed model.
+    """
+
+    name: ClassVar[str] = "base"
+    merges_samples: ClassVar[bool] = False
+    compress_at_eval: ClassVar[bool] = False
+
+    def __init__(self, spec: TokenSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = nn.Module()
+        self.decoder = nn.Module()
+
+    # ---------------------------------------------------------------- accounting
+    def nominal_xi(self, batch_size: int) -> float:
+        """The method's compression ratio as the paper states it (activations only)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- client side
+    def make_plan(
+        self,
+        tokens: torch.Tensor,
+        cls_attention: torch.Tensor | None,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> Plan:
+        """Choices for this step, made without gradients. Default: nothing to choose."""
+        return {}
+
+    def encode(self, tokens: torch.Tensor, labels: torch.Tensor, plan: Plan) -> Encoded:
+        """Compress a batch ``B x n x d`` and its labels into a payload."""
+        self.check_batch(tokens, labels)
+        sent = self.encoder_forward(tokens, plan)
+        payload = Payload().add("activations", sent, Kind.ACTIVATIONS)
+        payload.add("labels", labels, Kind.LABELS)
+        self.add_extras(payload, tokens, plan)
+        return Encoded(payload=payload, sent=sent)
+
+    def encoder_forward(self, tokens: torch.Tensor, plan: Plan) -> torch.Tensor:
+        """The differentiable client-side transform; default identity."""
+        return tokens
+
+    def add_extras(self, payload: Payload, tokens: torch.Tensor, plan: Plan) -> None:
+        """Add what the server needs besides activations and labels (indices, sizes)."""
+
+    def decode_gradient(self, payload: Payload) -> torch.Tensor:
+        """Gradient for ``Encoded.sent`` from the server's reply."""
+        return payload["gradients"].float()
+
+    # ---------------------------------------------------------------- server side
+    def receive(self, payload: Payload) -> Received:
+        """Rebuild the server input and targets from a payload."""
+        leaf = self.received_leaf(payload).detach().requires_grad_(True)
+        server_input = self.decoder_forward(leaf, payload)
+        targets = payload["labels"]
+        self.check_targets(targets, server_input.shape[0])
+        return Received(leaf=leaf, server_input=server_input, targets=targets)
+
+    def received_leaf(self, payload: Payload) -> torch.Tensor:
+        return payload["activations"].float()
+
+    def decoder_forward(self, leaf: torch.Tensor, payload: Payload) -> torch.Tensor:
+        """The differentiable server-side transform; default identity."""
+        return leaf
+
+    def encode_gradient(self, grad: torch.Tensor, payload: Payload) -> Payload:
+        """Payload of the gradient w.r.t. the received leaf; default float32."""
+        return Payload().add("gradients", grad, Kind.GRADIENTS)
+
+    # ---------------------------------------------------------------- evaluation
+    def eval_forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens as the tail sees them when evaluating *through* the compressor.
+
+        Per-sample methods round-trip encode/decode with a default plan; methods that
+        merge samples cannot produce per-sample predictions and refuse.
+        """
+        if self.merges_samples:
+            raise ValueError(
+                f"method {self.name!r} merges samples, so evaluating through the compressor "
+                "gives no per-sample prediction; evaluate uncompressed (the paper's protocol)"
+            )
+        labels = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+        plan = self.make_plan(tokens, None, labels, None)
+        payload = self.encode(tokens, labels, plan).payload
+        return self.decoder_forward(self.received_leaf(payload).to(tokens.device), payload)
+
+    # ---------------------------------------------------------------- checks
+    def check_batch(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
+        spec = self.spec
+        if tokens.ndim != 3 or tokens.shape[1:] != (spec.num_tokens, spec.dim):
+            raise ValueError(
+                f"tokens must be B x {spec.num_tokens} x {spec.dim} for this compressor, "
+                f"got {tuple(tokens.shape)}; build it with the TokenSpec of the model's split"
+            )
+        if labels.shape != (tokens.shape[0],):
+            raise ValueError(
+                f"labels must have shape ({tokens.shape[0]},) to match the batch, "
+                f"got {tuple(labels.shape)}"
+            )
+        check_label_range(labels, spec.num_classes)
+
+    def check_targets(self, targets: torch.Tensor, num_samples: int) -> None:
+        if targets.shape[0] != num_samples:
+            raise PayloadError(
+                f"payload has {targets.shape[0]} labels for {num_samples} samples"
+            )
+        if targets.dtype.is_floating_point:
+            if targets.ndim != 2 or targets.shape[1] != self.spec.num_classes:
+                raise PayloadError(
+                    f"soft labels must be {num_samples} x {self.spec.num_classes}, "
+                    f"got {tuple(targets.shape)}"
+                )
+            if not torch.isfinite(targets).all():
+                raise PayloadError("soft labels contain NaN or Inf")
+        else:
+            check_label_range(targets, self.spec.num_classes, error=PayloadError)
+
+
+def check_label_range(
+    labels: torch.Tensor, num_classes: int, error: type[Exception] = ValueError
+) -> None:
+    if labels.dtype.is_floating_point:
+        raise error(f"labels must be integer class ids, got dtype {labels.dtype}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise error(
+            f"labels must lie in [0, {num_classes - 1}] (num_classes={num_classes}), "
+            f"got values in [{int(labels.min())}, {int(labels.max())}]; "
+            "set num_classes to the dataset's class count"
+        )

@@ -1,0 +1,5 @@
+"""What crosses the wire: payload encoding and the byte ledger."""
+
+from fedadc.wire.payload import Kind, Payload, PayloadError, WireFormat
+
+__all__ = ["Kind", "Payload", "PayloadError", "WireFormat"]

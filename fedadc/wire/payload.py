@@ -1,0 +1,161 @@
+"""Payload: the named tensors of one message, and their exact byte encoding.
+
+The encoding is safetensors (a well-kept, language-neutral format: an 8-byte header length,
+a JSON header, then the raw little-endian buffers). We count bytes as ``len(to_bytes())``,
+never as an estimate, and attribute them to kinds (activations, labels, ...) so the ledger
+can say where the communication went; whatever is not a tensor buffer is ``header``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import safetensors.numpy
+import torch
+
+
+class Kind(str, Enum):
+    """What a tensor in a payload is, for the byte ledger."""
+
+    ACTIVATIONS = "activations"
+    GRADIENTS = "gradients"
+    LABELS = "labels"
+    INDICES = "indices"
+    SCALES = "scales"
+    WEIGHTS = "weights"
+    HEADER = "header"
+
+
+class PayloadError(ValueError):
+    """A message could not be decoded or does not fit what the receiver expects."""
+
+
+_KINDS_KEY = "fedadc.kinds"
+_DTYPES_KEY = "fedadc.dtypes"
+_META_PREFIX = "meta."
+
+
+@dataclass(frozen=True)
+class WireFormat:
+    """Dtypes used on the wire for labels (activations are the method's business).
+
+    Soft labels (ADC's merged labels) may travel as float16 and hard labels as int16; the
+    receiver casts them back to float32 / int64, so training code never sees wire dtypes.
+    """
+
+    soft_label_dtype: str = "float32"
+    hard_label_dtype: str = "int64"
+
+    def __post_init__(self) -> None:
+        if self.soft_label_dtype not in ("float32", "float16"):
+            raise ValueError(
+                f"WireFormat.soft_label_dtype must be 'float32' or 'float16', "
+                f"got {self.soft_label_dtype!r}"
+            )
+        if self.hard_label_dtype not in ("int64", "int32", "int16"):
+            raise ValueError(
+                f"WireFormat.hard_label_dtype must be 'int64', 'int32' or 'int16', "
+                f"got {self.hard_label_dtype!r}"
+            )
+
+    def wire_dtype(self, kind: Kind, array: np.ndarray) -> np.dtype:
+        if kind is Kind.LABELS and array.dtype.kind == "f":
+            return np.dtype(self.soft_label_dtype)
+        if kind is Kind.LABELS and array.dtype.kind in "iu":
+            return np.dtype(self.hard_label_dtype)
+        return array.dtype
+
+
+@dataclass
+class Payload:
+    """Named tensors of one message, each tagged with a :class:`Kind`, plus small metadata.
+
+    Tensors are detached CPU copies: a payload is what the other side receives, never a
+    piece of the sender's autograd graph.
+    """
+
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    kinds: dict[str, Kind] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, tensor: torch.Tensor, kind: Kind) -> Payload:
+        self.tensors[name] = tensor.detach().cpu()
+        self.kinds[name] = Kind(kind)
+        return self
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise PayloadError(
+                f"payload has no tensor {name!r} (it has {sorted(self.tensors)}); "
+                "sender and receiver probably use different methods or versions"
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    # ---------------------------------------------------------------- bytes
+    def to_bytes(self, wire: WireFormat | None = None) -> bytes:
+        wire = wire or WireFormat()
+        arrays: dict[str, np.ndarray] = {}
+        dtypes: dict[str, str] = {}
+        for name, tensor in self.tensors.items():
+            array = tensor.numpy()
+            target = wire.wire_dtype(self.kinds[name], array)
+            dtypes[name] = str(array.dtype)
+            arrays[name] = np.ascontiguousarray(array.astype(target, copy=False))
+        metadata = {_KINDS_KEY: json.dumps({k: v.value for k, v in self.kinds.items()})}
+        metadata[_DTYPES_KEY] = json.dumps(dtypes)
+        metadata.update({_META_PREFIX + k: str(v) for k, v in self.meta.items()})
+        return safetensors.numpy.save(arrays, metadata=metadata)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Payload:
+        data = bytes(data)
+        header = _read_header(data)
+        metadata = header.get("__metadata__", {})
+        try:
+            kinds = {k: Kind(v) for k, v in json.loads(metadata[_KINDS_KEY]).items()}
+            dtypes = json.loads(metadata[_DTYPES_KEY])
+            arrays = safetensors.numpy.load(data)
+        except Exception as err:  # noqa: BLE001 - any decoding failure is a bad payload
+            raise PayloadError(f"malformed payload ({type(err).__name__}: {err})") from err
+        if set(kinds) != set(arrays) or set(dtypes) != set(arrays):
+            raise PayloadError("malformed payload: tensor names and kind tags disagree")
+        payload = cls(meta={k[len(_META_PREFIX) :]: v for k, v in metadata.items()
+                            if k.startswith(_META_PREFIX)})
+        for name, array in arrays.items():
+            restored = array.astype(np.dtype(dtypes[name]), copy=False)
+            payload.tensors[name] = torch.from_numpy(np.array(restored))
+            payload.kinds[name] = kinds[name]
+        return payload
+
+    def bytes_by_kind(self, total_bytes: int, wire: WireFormat | None = None) -> dict[str, int]:
+        """Split ``total_bytes = len(self.to_bytes(wire))`` by kind; the values sum to it."""
+        wire = wire or WireFormat()
+        sizes: dict[str, int] = {}
+        for name, tensor in self.tensors.items():
+            array = tensor.numpy()
+            nbytes = array.size * wire.wire_dtype(self.kinds[name], array).itemsize
+            sizes[self.kinds[name].value] = sizes.get(self.kinds[name].value, 0) + nbytes
+        sizes[Kind.HEADER.value] = total_bytes - sum(sizes.values())
+        return sizes
+
+
+def _read_header(data: bytes) -> dict:
+    if len(data) < 8:
+        raise PayloadError(f"malformed payload: {len(data)} bytes is shorter than a header")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > len(data) - 8:
+        raise PayloadError(
+            f"malformed payload: header claims {length} bytes but only {len(data) - 8} follow"
+        )
+    try:
+        return json.loads(data[8 : 8 + length])
+    except ValueError as err:
+        raise PayloadError(f"malformed payload: header is not JSON ({err})") from err
