@@ -34,9 +34,7 @@ class PayloadError(ValueError):
     """A message could not be decoded or does not fit what the receiver expects."""
 
 
-_KINDS_KEY = "fedadc.kinds"
-_DTYPES_KEY = "fedadc.dtypes"
-_META_PREFIX = "meta."
+_HEADER_KEY = "fedadc"
 
 
 @dataclass(frozen=True)
@@ -107,30 +105,37 @@ class Payload:
         for name, tensor in self.tensors.items():
             array = tensor.numpy()
             target = wire.wire_dtype(self.kinds[name], array)
-            dtypes[name] = str(array.dtype)
+            if target != array.dtype:  # the receiver casts back to the sender's dtype
+                dtypes[name] = str(array.dtype)
             arrays[name] = np.ascontiguousarray(array.astype(target, copy=False))
-        metadata = {_KINDS_KEY: json.dumps({k: v.value for k, v in self.kinds.items()})}
-        metadata[_DTYPES_KEY] = json.dumps(dtypes)
-        metadata.update({_META_PREFIX + k: str(v) for k, v in self.meta.items()})
-        return safetensors.numpy.save(arrays, metadata=metadata)
+        # One metadata entry holding sorted JSON: safetensors writes its metadata map in
+        # hash order, and identical payloads must be identical bytes.
+        header = {
+            "kinds": {k: v.value for k, v in self.kinds.items()},
+            "dtypes": dtypes,
+            "meta": {k: str(v) for k, v in self.meta.items()},
+        }
+        return safetensors.numpy.save(
+            arrays, metadata={_HEADER_KEY: json.dumps(header, sort_keys=True)}
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Payload:
         data = bytes(data)
         header = _read_header(data)
-        metadata = header.get("__metadata__", {})
         try:
-            kinds = {k: Kind(v) for k, v in json.loads(metadata[_KINDS_KEY]).items()}
-            dtypes = json.loads(metadata[_DTYPES_KEY])
+            ours = json.loads(header["__metadata__"][_HEADER_KEY])
+            kinds = {k: Kind(v) for k, v in ours["kinds"].items()}
+            dtypes = dict(ours["dtypes"])
+            meta = {str(k): str(v) for k, v in ours["meta"].items()}
             arrays = safetensors.numpy.load(data)
-        except Exception as err:  # noqa: BLE001 - any decoding failure is a bad payload
+        except Exception as err:
             raise PayloadError(f"malformed payload ({type(err).__name__}: {err})") from err
-        if set(kinds) != set(arrays) or set(dtypes) != set(arrays):
+        if set(kinds) != set(arrays) or not set(dtypes) <= set(arrays):
             raise PayloadError("malformed payload: tensor names and kind tags disagree")
-        payload = cls(meta={k[len(_META_PREFIX) :]: v for k, v in metadata.items()
-                            if k.startswith(_META_PREFIX)})
+        payload = cls(meta=meta)
         for name, array in arrays.items():
-            restored = array.astype(np.dtype(dtypes[name]), copy=False)
+            restored = array.astype(np.dtype(dtypes.get(name, array.dtype)), copy=False)
             payload.tensors[name] = torch.from_numpy(np.array(restored))
             payload.kinds[name] = kinds[name]
         return payload
