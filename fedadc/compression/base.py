@@ -2,14 +2,13 @@
 
 A step of split learning with a compressor ``c`` (client left, server right)::
 
-    plan = c.make_plan(tokens, cls_attention, labels, generator)   # no_grad, replayable
-    enc = c.encode(tokens, labels, plan)        # enc.sent is differentiable w.r.t. tokens
-    -------- enc.payload.to_bytes() ---------->
-                                                rec = c.receive(payload)  # rec.leaf requires grad
-                                                loss(tail(rec.server_input), rec.targets).backward()
-                                                grad_payload = c.encode_gradient(rec.leaf.grad, payload)
-    <------- grad_payload.to_bytes() ----------
-    torch.autograd.backward(enc.sent, c.decode_gradient(grad_payload))
+    client: plan = c.make_plan(tokens, cls_attention, labels, generator)  # no_grad
+    client: enc = c.encode(tokens, labels, plan)    # enc.sent: differentiable in tokens
+    client -> server: enc.payload.to_bytes()
+    server: rec = c.receive(payload)                # rec.leaf requires grad
+    server: loss(tail(rec.server_input), rec.targets).backward()
+    server -> client: c.encode_gradient(rec.leaf.grad, payload).to_bytes()
+    client: torch.autograd.backward(enc.sent, c.decode_gradient(grad_payload))
 
 The gradient that travels back is the gradient with respect to exactly what was received
 (``rec.leaf`` has the shape of ``enc.sent``), so it is as compressed as the forward payload.
@@ -115,13 +114,19 @@ class Compressor(nn.Module):
         return payload["gradients"].float()
 
     # ---------------------------------------------------------------- server side
-    def receive(self, payload: Payload) -> Received:
-        """Rebuild the server input and targets from a payload."""
-        leaf = self.received_leaf(payload).detach().requires_grad_(True)
+    def receive(self, payload: Payload, device: torch.device | str | None = None) -> Received:
+        """Rebuild the server input and targets from a payload, on ``device``.
+
+        Raises :class:`PayloadError` for non-finite values or labels that do not fit.
+        """
+        leaf = self.received_leaf(payload)
+        if not torch.isfinite(leaf).all():
+            raise PayloadError("received activations contain NaN or Inf")
+        leaf = leaf.to(device).detach().requires_grad_(True)
         server_input = self.decoder_forward(leaf, payload)
         targets = payload["labels"]
         self.check_targets(targets, server_input.shape[0])
-        return Received(leaf=leaf, server_input=server_input, targets=targets)
+        return Received(leaf=leaf, server_input=server_input, targets=targets.to(device))
 
     def received_leaf(self, payload: Payload) -> torch.Tensor:
         return payload["activations"].float()
@@ -135,7 +140,9 @@ class Compressor(nn.Module):
         return Payload().add("gradients", grad, Kind.GRADIENTS)
 
     # ---------------------------------------------------------------- evaluation
-    def eval_forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def eval_forward(
+        self, tokens: torch.Tensor, cls_attention: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Tokens as the tail sees them when evaluating *through* the compressor.
 
         Per-sample methods round-trip encode/decode with a default plan; methods that
@@ -147,7 +154,7 @@ class Compressor(nn.Module):
                 "gives no per-sample prediction; evaluate uncompressed (the paper's protocol)"
             )
         labels = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
-        plan = self.make_plan(tokens, None, labels, None)
+        plan = self.make_plan(tokens, cls_attention, labels, None)
         payload = self.encode(tokens, labels, plan).payload
         return self.decoder_forward(self.received_leaf(payload).to(tokens.device), payload)
 
@@ -168,9 +175,7 @@ class Compressor(nn.Module):
 
     def check_targets(self, targets: torch.Tensor, num_samples: int) -> None:
         if targets.shape[0] != num_samples:
-            raise PayloadError(
-                f"payload has {targets.shape[0]} labels for {num_samples} samples"
-            )
+            raise PayloadError(f"payload has {targets.shape[0]} labels for {num_samples} samples")
         if targets.dtype.is_floating_point:
             if targets.ndim != 2 or targets.shape[1] != self.spec.num_classes:
                 raise PayloadError(
