@@ -1,0 +1,3 @@
+from fedadc.train.cli import main
+
+raise SystemExit(main())
