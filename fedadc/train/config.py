@@ -52,7 +52,9 @@ class TrainConfig:
     partition_alpha: float = 0.5
     classes_per_client: int = 2
     batch_size: int = 64
-    lr: float = 1e-4
+    lr: float | None = None
+    """Adam learning rate for head and tail; None: 1e-4 when fine-tuning pretrained weights
+    (the paper), 1e-3 when training from scratch."""
     budget_epochs: float = 10.0
     budget_scope: str = "all"
     max_epochs: int | None = 100
@@ -61,6 +63,13 @@ class TrainConfig:
     hard_label_dtype: str = "int64"
     seed: int = 0
     device: str = "cpu"
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        pretrained = self.model.pretrained or self.model.checkpoint_path is not None
+        return 1e-4 if pretrained else 1e-3
 
     def __post_init__(self) -> None:
         if self.method not in list_compressors():
@@ -80,7 +89,7 @@ class TrainConfig:
         for name in ("num_clients", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
+        if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.budget_epochs <= 0:
             raise ValueError(f"budget_epochs must be > 0, got {self.budget_epochs}")

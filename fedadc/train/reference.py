@@ -94,8 +94,12 @@ def train_reference(cfg: TrainConfig, data: ImageData | None = None) -> TrainRes
     client_params = [*split.head.parameters(), *compressor.encoder.parameters()]
     server_params = [*split.tail.parameters(), *compressor.decoder.parameters()]
     # One optimizer per client over the shared head: the head is relayed, Adam state is local.
-    client_opts = [torch.optim.Adam(client_params, lr=cfg.lr) for _ in range(cfg.num_clients)]
-    server = SplitServer(split.tail, compressor, torch.optim.Adam(server_params, lr=cfg.lr), device)
+    client_opts = [
+        torch.optim.Adam(client_params, lr=cfg.learning_rate) for _ in range(cfg.num_clients)
+    ]
+    server = SplitServer(
+        split.tail, compressor, torch.optim.Adam(server_params, lr=cfg.learning_rate), device
+    )
     plan_gen = generator(cfg.seed, "plan")
     data_gen = generator(cfg.seed, "data")
     parts = (
@@ -114,6 +118,13 @@ def train_reference(cfg: TrainConfig, data: ImageData | None = None) -> TrainRes
     for c, part in enumerate(client_data):
         hist = torch.bincount(part.labels, minlength=data.num_classes).tolist()
         log.info("client %d: %d samples, label histogram %s", c, len(part), hist)
+        if len(part) < cfg.batch_size:
+            log.warning(
+                "client %d has %d samples, fewer than batch_size=%d: it takes no step",
+                c,
+                len(part),
+                cfg.batch_size,
+            )
 
     ledger = Ledger(WireFormat(cfg.soft_label_dtype, cfg.hard_label_dtype))
     budget = 2 * cfg.budget_epochs * len(data.train) * spec.uncompressed_bytes(1)
@@ -129,7 +140,7 @@ def train_reference(cfg: TrainConfig, data: ImageData | None = None) -> TrainRes
         spec.dim,
         cfg.num_clients,
         cfg.batch_size,
-        cfg.lr,
+        cfg.learning_rate,
         budget,
         cfg.budget_epochs,
         cfg.budget_scope,
@@ -156,13 +167,13 @@ def train_reference(cfg: TrainConfig, data: ImageData | None = None) -> TrainRes
                 step += 1
             if stop_reason:
                 break
-        if not stop_reason and cfg.max_epochs is not None and epoch >= cfg.max_epochs:
-            stop_reason = "max_epochs"
         if not losses and not stop_reason:
             raise ValueError(
-                f"no client has a full batch of {cfg.batch_size} samples (smallest partition: "
-                f"{min(len(p) for p in client_data)}); lower batch_size or num_clients"
+                f"no client has a full batch of {cfg.batch_size} samples (largest partition: "
+                f"{max(len(p) for p in client_data)}); lower batch_size or num_clients"
             )
+        if not stop_reason and cfg.max_epochs is not None and epoch >= cfg.max_epochs:
+            stop_reason = "max_epochs"
         result = evaluate(
             split.head, split.tail, data.test, compressor=eval_compressor, device=device
         )
