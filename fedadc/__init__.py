@@ -6,9 +6,10 @@ by a :class:`Ledger`, or run the whole in-process reference with :func:`train_re
 """
 
 from fedadc.compression import Compressor, create_compressor, list_compressors
+from fedadc.config.schema import RunConfig
 from fedadc.kmeans import kmeans
 from fedadc.model import ClientHead, ServerTail, TokenSpec, create_vit, split_vit
-from fedadc.train import SplitClient, SplitServer, TrainConfig, train_reference
+from fedadc.train import SplitClient, SplitServer, train_reference
 from fedadc.wire import Kind, Ledger, Payload, PayloadError, WireFormat
 
 __all__ = [
@@ -18,11 +19,11 @@ __all__ = [
     "Ledger",
     "Payload",
     "PayloadError",
+    "RunConfig",
     "ServerTail",
     "SplitClient",
     "SplitServer",
     "TokenSpec",
-    "TrainConfig",
     "WireFormat",
     "create_compressor",
     "create_vit",

@@ -146,7 +146,8 @@ class ADC(Compressor):
         else:
             merged, targets = tokens, labels
         sent = adc_math.gather_tokens(merged, kept)
-        payload = Payload().add("activations", sent, Kind.ACTIVATIONS)
+        payload = Payload(meta={"batch_size": str(tokens.shape[0])})
+        payload.add("activations", sent, Kind.ACTIVATIONS)
         payload.add("labels", targets, Kind.LABELS)
         return Encoded(payload=payload, sent=sent)
 

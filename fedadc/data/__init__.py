@@ -2,6 +2,22 @@
 
 from fedadc.data.digits import digits
 from fedadc.data.partition import PARTITIONS, partition_indices
-from fedadc.data.tensors import ImageData, ImageSplit, batches
+from fedadc.data.sources import HFImageSplit, HubUnavailableError, load_image_data
+from fedadc.data.tensors import ImageData, ImageSplit, TensorSplit, batches
+from fedadc.data.transforms import apply_seeded, build_transforms, resolve_augment
 
-__all__ = ["PARTITIONS", "ImageData", "ImageSplit", "batches", "digits", "partition_indices"]
+__all__ = [
+    "PARTITIONS",
+    "HFImageSplit",
+    "HubUnavailableError",
+    "ImageData",
+    "ImageSplit",
+    "TensorSplit",
+    "apply_seeded",
+    "batches",
+    "build_transforms",
+    "digits",
+    "load_image_data",
+    "partition_indices",
+    "resolve_augment",
+]

@@ -6,7 +6,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from fedadc.data.tensors import ImageData, ImageSplit
+from fedadc.data.tensors import ImageData, TensorSplit
 
 
 def digits(seed: int = 0, test_fraction: float = 0.2, channels: int = 1) -> ImageData:
@@ -29,8 +29,9 @@ def digits(seed: int = 0, test_fraction: float = 0.2, channels: int = 1) -> Imag
     mean, std = images[train_idx].mean(), images[train_idx].std()
     images = ((images - mean) / std).repeat(1, channels, 1, 1)
     return ImageData(
-        train=ImageSplit(images[train_idx], labels[train_idx]),
-        test=ImageSplit(images[test_idx], labels[test_idx]),
+        train=TensorSplit(images[train_idx], labels[train_idx]),
+        test=TensorSplit(images[test_idx], labels[test_idx]),
         num_classes=10,
+        image_shape=(channels, 8, 8),
         name="digits",
     )

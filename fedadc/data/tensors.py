@@ -1,34 +1,60 @@
-"""In-memory image classification data as tensors, the form the trainers consume."""
+"""Image classification data as the trainers consume it: labels up front, images by batch.
+
+``ImageSplit`` is the interface: labels are known without decoding images (partitioners
+need them), images are produced per batch, already transformed and normalised, with
+augmentation seeded by the caller so any process can reproduce a batch exactly.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
 
 
-@dataclass(frozen=True)
-class ImageSplit:
-    images: torch.Tensor
-    """N x C x H x W float32, already normalised."""
-    labels: torch.Tensor
-    """N int64 class ids."""
+class ImageSplit(ABC):
+    """N labelled images; ``batch`` returns (B x C x H x W float32, B int64)."""
 
-    def __post_init__(self) -> None:
-        if self.images.ndim != 4:
-            raise ValueError(f"images must be N x C x H x W, got {tuple(self.images.shape)}")
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
-                f"labels must have one entry per image ({self.images.shape[0]}), "
-                f"got shape {tuple(self.labels.shape)}"
-            )
+    labels: torch.Tensor
 
     def __len__(self) -> int:
-        return self.labels.shape[0]
+        return int(self.labels.shape[0])
 
+    @abstractmethod
+    def batch(
+        self, indices: torch.Tensor, augment_seed: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of rows ``indices``; ``augment_seed=None`` means no
+        augmentation (evaluation), an int makes training augmentation reproducible."""
+
+    @abstractmethod
     def subset(self, indices: torch.Tensor | list[int]) -> ImageSplit:
+        """The rows ``indices`` as a split of their own (a client's partition)."""
+
+
+class TensorSplit(ImageSplit):
+    """Images already in memory as one tensor (small data sets such as digits)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.ndim != 4:
+            raise ValueError(f"images must be N x C x H x W, got {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"labels must have one entry per image ({images.shape[0]}), "
+                f"got shape {tuple(labels.shape)}"
+            )
+        self.images = images.float()
+        self.labels = labels.long()
+
+    def batch(
+        self, indices: torch.Tensor, augment_seed: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[indices], self.labels[indices]
+
+    def subset(self, indices: torch.Tensor | list[int]) -> TensorSplit:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return ImageSplit(self.images[idx], self.labels[idx])
+        return TensorSplit(self.images[idx], self.labels[idx])
 
 
 @dataclass(frozen=True)
@@ -36,17 +62,15 @@ class ImageData:
     train: ImageSplit
     test: ImageSplit
     num_classes: int
+    image_shape: tuple[int, int, int]
+    """C x H x W of the batches this data produces."""
     name: str = "data"
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
 
 
 def batches(
-    split: ImageSplit, batch_size: int, generator: torch.Generator, drop_last: bool = True
+    num_samples: int, batch_size: int, generator: torch.Generator, drop_last: bool = True
 ) -> list[torch.Tensor]:
     """Shuffled index batches for one epoch (full batches only by default, as the paper)."""
-    order = torch.randperm(len(split), generator=generator)
-    stop = len(order) - len(order) % batch_size if drop_last else len(order)
+    order = torch.randperm(num_samples, generator=generator)
+    stop = num_samples - num_samples % batch_size if drop_last else num_samples
     return [order[i : i + batch_size] for i in range(0, stop, batch_size)]

@@ -56,19 +56,43 @@ class Ledger:
     ) -> bytes:
         """Serialize ``payload``, record its exact size, and return the bytes to send."""
         data = payload.to_bytes(self.wire)
+        self.record_bytes(
+            payload,
+            len(data),
+            direction=direction,
+            client=client,
+            round=round,
+            step=step,
+            baseline_bytes=baseline_bytes,
+            nominal_xi=nominal_xi,
+        )
+        return data
+
+    def record_bytes(
+        self,
+        payload: Payload,
+        total_bytes: int,
+        *,
+        direction: Direction,
+        client: str | int = 0,
+        round: int = 0,
+        step: int = 0,
+        baseline_bytes: int = 0,
+        nominal_xi: float | None = None,
+    ) -> None:
+        """Record a message serialized elsewhere (``total_bytes = len(its bytes)``)."""
         self.records.append(
             MessageRecord(
                 direction=direction,
                 client=str(client),
                 round=round,
                 step=step,
-                total_bytes=len(data),
-                bytes_by_kind=payload.bytes_by_kind(len(data), self.wire),
+                total_bytes=total_bytes,
+                bytes_by_kind=payload.bytes_by_kind(total_bytes, self.wire),
                 baseline_bytes=baseline_bytes,
                 nominal_xi=nominal_xi,
             )
         )
-        return data
 
     # ---------------------------------------------------------------- totals
     def total_bytes(self, direction: Direction | None = None, kind: Kind | None = None) -> int:

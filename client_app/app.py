@@ -1,0 +1,54 @@
+"""fedadc ClientApp: decode the message, let fedadc's client handle it, encode the reply."""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from client_app.state import ContextState
+from fedadc.federated.build import client_data
+from fedadc.federated.client import FederatedClient
+from strategies.codec import decode_to_client, encode_from_client
+from strategies.run_config import run_config
+
+app = ClientApp()
+
+
+def _partition(context: Context, num_clients: int) -> int:
+    cfg = context.node_config
+    if "partition-id" not in cfg:
+        raise ValueError(
+            "this SuperNode has no 'partition-id' in its node config; start it with "
+            "--node-config 'partition-id=K num-partitions=N'"
+        )
+    total = int(cfg.get("num-partitions", num_clients))
+    if total != num_clients:
+        raise ValueError(
+            f"node config says num-partitions={total} but the run has "
+            f"federation.num_clients={num_clients}; make them equal (num-supernodes in "
+            "simulation, --node-config in deployment)"
+        )
+    return int(cfg["partition-id"])
+
+
+@app.query("info")
+def info(msg: Message, context: Context) -> Message:
+    run = run_config(context)
+    pid = _partition(context, run.federation.num_clients)
+    data = client_data(run, pid)
+    hist = torch.bincount(data.labels).tolist()
+    record = ConfigRecord(
+        {"partition-id": pid, "num-examples": len(data), "label-histogram": str(hist)}
+    )
+    return Message(RecordDict({"info": record}), reply_to=msg)
+
+
+@app.train("step")
+def step(msg: Message, context: Context) -> Message:
+    run = run_config(context)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    pid = _partition(context, run.federation.num_clients)
+    client = FederatedClient(run, pid, ContextState(context))
+    reply = client.handle(decode_to_client(msg.content))
+    return Message(encode_from_client(reply), reply_to=msg)

@@ -1,0 +1,45 @@
+"""Typed run configuration: Hydra YAML in ``conf/`` -> frozen dataclasses (``RunConfig``).
+
+``compose(["method=topk", "xi=0.05"])`` is the entry point for code and tests;
+``overrides_from_flower(context.run_config)`` feeds it from the Flower app.
+"""
+
+from fedadc.config.compose import (
+    FLOWER_INTERNAL_KEYS,
+    FLOWER_KEYS,
+    compose,
+    conf_dir,
+    overrides_from_flower,
+    to_dict,
+    to_run_config,
+)
+from fedadc.config.schema import (
+    ChannelConfig,
+    DataConfig,
+    FederationConfig,
+    MethodConfig,
+    ModelConfig,
+    OptimConfig,
+    PartitionConfig,
+    RunConfig,
+    WireConfig,
+)
+
+__all__ = [
+    "FLOWER_INTERNAL_KEYS",
+    "FLOWER_KEYS",
+    "ChannelConfig",
+    "DataConfig",
+    "FederationConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PartitionConfig",
+    "RunConfig",
+    "WireConfig",
+    "compose",
+    "conf_dir",
+    "overrides_from_flower",
+    "to_dict",
+    "to_run_config",
+]

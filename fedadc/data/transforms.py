@@ -1,0 +1,136 @@
+"""Image transforms: PIL image -> normalised C x H x W float32 tensor (torchvision v2).
+
+Kinds (``data.augment``):
+
+- ``paper``: the ADC paper's training pipeline (notes §3), in its order: RandAugment(2, 9),
+  ColorJitter(0.4, 0.4, 0.4, hue 0), Resize to exactly ``img_size`` (aspect ratio not kept),
+  RandomHorizontalFlip, ToTensor, Normalize. Its eval pipeline is Resize + ToTensor +
+  Normalize (no crop).
+- ``light``: for small images (digits, characters): Resize if needed + RandomCrop with
+  ``size // 8`` zero padding. No flip: digits and characters are not flip invariant.
+- ``none``: Resize + ToTensor + Normalize, also when training.
+- ``auto``: ``paper`` from 128 pixels up (the paper's regime), else ``light``.
+
+Every transform draws its randomness from torch's default CPU generator (torchvision v2's
+RandAugment, ColorJitter, RandomCrop and RandomHorizontalFlip all do), so
+:func:`apply_seeded` makes a batch's augmentation a pure function of its seed, in any process.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+AUGMENT_KINDS = ("auto", "paper", "light", "none")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAY_MEAN = (0.5,)
+GRAY_STD = (0.5,)
+PAPER_MIN_SIZE = 128
+"""``auto`` uses the paper's pipeline from this many pixels (shorter side) up."""
+
+Transform = Callable[[Any], torch.Tensor]
+
+
+def resolve_augment(kind: str, img_size: tuple[int, int]) -> str:
+    """``auto`` -> ``paper`` when min(img_size) >= 128 (RandAugment is meant for natural
+    images of ImageNet-like size), else ``light``; other kinds are returned unchanged."""
+    if kind not in AUGMENT_KINDS:
+        raise ValueError(f"augment must be one of {list(AUGMENT_KINDS)}, got {kind!r}")
+    if kind != "auto":
+        return kind
+    return "paper" if min(img_size) >= PAPER_MIN_SIZE else "light"
+
+
+def normalization(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std): ImageNet's for RGB (what pretrained timm ViTs expect), 0.5/0.5 for gray."""
+    if in_chans == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    if in_chans == 1:
+        return GRAY_MEAN, GRAY_STD
+    raise ValueError(f"in_chans must be 1 (grayscale) or 3 (RGB), got {in_chans}")
+
+
+class ToMode:
+    """Convert any input image to PIL in ``mode`` ("RGB" or "L"), so grayscale data works
+    with RGB models and vice versa; numpy arrays and tensors (H x W [x C]) are accepted."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, image: Any) -> Image.Image:
+        if not isinstance(image, Image.Image):
+            array = np.asarray(image)
+            if array.ndim == 3 and array.shape[-1] == 1:
+                array = array[..., 0]
+            image = Image.fromarray(array)
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mode={self.mode!r})"
+
+
+def _to_normalised_tensor(in_chans: int) -> list[Any]:
+    """ToTensor (uint8 -> float in [0, 1]) + Normalize, returning a plain tensor."""
+    mean, std = normalization(in_chans)
+    return [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(mean), std=list(std)),
+        v2.ToPureTensor(),
+    ]
+
+
+def build_transforms(kind: str, img_size: tuple[int, int], in_chans: int, train: bool) -> Transform:
+    """The PIL -> tensor pipeline for ``kind`` (see the module docstring); ``train=False``
+    gives the deterministic eval pipeline (resize + normalise) for every kind."""
+    normalization(in_chans)  # validates in_chans
+    height, width = (int(s) for s in img_size)
+    if height < 1 or width < 1:
+        raise ValueError(f"img_size must be positive, got {img_size}")
+    size = [height, width]
+    kind = resolve_augment(kind, (height, width))
+    steps: list[Any] = [ToMode("RGB" if in_chans == 3 else "L")]
+    if not train or kind == "none":
+        steps.append(v2.Resize(size))
+    elif kind == "paper":
+        steps += [
+            v2.RandAugment(num_ops=2, magnitude=9),
+            v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.0),
+            v2.Resize(size),
+            v2.RandomHorizontalFlip(),
+        ]
+    else:  # light
+        # No horizontal flip: digits and characters are not flip invariant (a flipped 2 or
+        # "b" is not the same class). PIL's resize is a copy when the size already matches.
+        padding = [max(1, width // 8), max(1, height // 8)]  # left/right, top/bottom
+        steps += [v2.Resize(size), v2.RandomCrop(size, padding=padding)]
+    return v2.Compose(steps + _to_normalised_tensor(in_chans))
+
+
+def apply_seeded(transform: Transform, images: Sequence[Any], seed: int) -> torch.Tensor:
+    """Apply ``transform`` to ``images`` in order and stack them (B x C x H x W), with all
+    randomness drawn from a generator seeded by ``seed``: the same seed and images give
+    identical tensors in any process, and the caller's RNG streams are left untouched.
+
+    Only torch's CPU generator is seeded (``torch.manual_seed`` would also queue a CUDA
+    reseed that outlives the fork); python's ``random`` is seeded and restored as well,
+    although torchvision v2's transforms draw only from torch.
+    """
+    if not images:
+        raise ValueError("apply_seeded needs at least one image")
+    python_state = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(int(seed))
+            random.seed(int(seed))
+            tensors = [transform(image) for image in images]
+    finally:
+        random.setstate(python_state)
+    return torch.stack(tensors)

@@ -1,0 +1,36 @@
+"""What the server and a client say to each other in one round, transport-free.
+
+Binary parts are already-serialized :class:`~fedadc.wire.Payload` bytes, so every
+transport (a function call, Flower messages) carries the same bytes the ledger counted.
+One round trip per step: the server's message for step t+1 carries the gradient of step t
+and the client's reply carries the payload of step t+1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ToClient:
+    round: int
+    first_step: int
+    """Index (within the round) of the first payload requested."""
+    num_steps: int
+    """How many payloads to send back (0: none, e.g. when finishing)."""
+    gradients: list[bytes] = field(default_factory=list)
+    """Gradients for the client's pending steps, in step order."""
+    head: bytes | None = None
+    """Weights of head (+ client-side codec) at the start of a round."""
+    finish: bool = False
+    """After applying the gradients, upload the head."""
+
+
+@dataclass
+class FromClient:
+    partition: int
+    payloads: list[bytes] = field(default_factory=list)
+    head: bytes | None = None
+    num_examples: int = 0
+    """Samples trained on this round (weights FedAvg)."""
+    metrics: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,123 @@
+"""A run's directory: resolved config, per-round metrics, summary, plot, checkpoint.
+
+Layout::
+
+    <results_dir>/<run name>/
+        config.json      the resolved RunConfig
+        metrics.jsonl    one JSON object per round (accuracy, loss, bytes, xi, wall time)
+        ledger.csv       one row per message (direction, client, round, step, bytes by kind)
+        summary.json     final accuracy, stop reason, byte totals and ratios
+        accuracy_vs_bytes.png
+        checkpoint.pt    global head, tail, tail optimizer, server codec, ledger, history
+
+``resume`` continues from ``checkpoint.pt``: clients keep no state across rounds and every
+random choice is derived from (seed, round, step), so a resumed run ends where an
+uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from fedadc.config.schema import RunConfig
+from fedadc.federated.server import FederatedServer
+from fedadc.wire.ledger import MessageRecord
+
+log = logging.getLogger("fedadc")
+
+
+class RunDirectory:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, run: RunConfig, name: str | None = None) -> RunDirectory:
+        root = Path(run.results_dir).expanduser().resolve()
+        name = name or time.strftime("%Y%m%d-%H%M%S") + f"-{run.method.name}-s{run.seed}"
+        path = root / name
+        suffix = 1
+        while path.exists():
+            path = root / f"{name}-{suffix}"
+            suffix += 1
+        path.mkdir(parents=True)
+        (path / "config.json").write_text(json.dumps(asdict(run), indent=2, default=str))
+        log.info("results directory: %s", path)
+        return cls(path)
+
+    def append_round(self, row: dict[str, float]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    # ---------------------------------------------------------------- checkpoint
+    def save_checkpoint(self, server: FederatedServer, history: list[dict[str, float]]) -> None:
+        state = {
+            "round": int(history[-1]["round"]) if history else 0,
+            "history": history,
+            "global_head": server.global_head,
+            "tail": server.split.tail.state_dict(),
+            "decoder": server.compressor.decoder.state_dict(),
+            "tail_optimizer": server.tail_step.optimizer.state_dict(),
+            "losses": server.losses,
+            "ledger": [asdict(r) for r in server.ledger.records],
+        }
+        tmp = self.path / "checkpoint.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.path / "checkpoint.pt")  # atomic: a kill never leaves half a file
+
+    def load_checkpoint(self, server: FederatedServer) -> tuple[int, list[dict[str, float]]]:
+        """Restore ``server`` in place; returns (last finished round, history)."""
+        state = torch.load(self.path / "checkpoint.pt", weights_only=False)
+        server.set_global_head(state["global_head"])
+        server.split.tail.load_state_dict(state["tail"])
+        server.compressor.decoder.load_state_dict(state["decoder"])
+        server.tail_step.optimizer.load_state_dict(state["tail_optimizer"])
+        server.losses = list(state["losses"])
+        server.ledger.records = [MessageRecord(**r) for r in state["ledger"]]
+        return state["round"], state["history"]
+
+    # ---------------------------------------------------------------- final
+    def finish(
+        self, server: FederatedServer, history: list[dict[str, float]], stop_reason: str
+    ) -> dict:
+        summary = {
+            "stop_reason": stop_reason,
+            "rounds": len(history),
+            "final_accuracy": history[-1]["test_accuracy"] if history else float("nan"),
+            "final_loss": history[-1]["test_loss"] if history else float("nan"),
+            "wall_s": history[-1]["wall_s"] if history else 0.0,
+            **server.ledger.summary(),
+        }
+        (self.path / "summary.json").write_text(json.dumps(summary, indent=2))
+        server.ledger.write_csv(self.path / "ledger.csv")
+        self.plot(history)
+        log.info("results written to %s", self.path)
+        return summary
+
+    def plot(self, history: list[dict[str, float]]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [h for h in history if h["test_accuracy"] == h["test_accuracy"]]  # not NaN
+        if not rows:
+            return
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(
+            [(h["bytes_up"] + h["bytes_down"]) / 1e6 for h in rows],
+            [h["test_accuracy"] for h in rows],
+            marker="o",
+        )
+        ax.set_xlabel("cumulative communication (MB, up + down)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(self.path.name, fontsize=9)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(self.path / "accuracy_vs_bytes.png", dpi=120)
+        plt.close(fig)

@@ -1,0 +1,258 @@
+"""The round loop of federated split learning, written once for every transport.
+
+``SplitLearningRounds.run`` is the template (like Flower's ``Strategy.start``): each round
+samples clients, trains them (head broadcast, one round trip per S steps, head upload),
+aggregates the heads, evaluates, records, and checks the stop conditions. Subclasses
+override hooks, never the loop: ``SequentialRounds`` is vanilla split learning (clients in
+turn, head relayed). The transport decides how messages travel: a function call for the
+in-process reference, Flower messages in the apps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from fedadc.config.schema import RunConfig
+from fedadc.data.tensors import ImageData
+from fedadc.federated.build import load_data
+from fedadc.federated.messages import FromClient, ToClient
+from fedadc.federated.server import FederatedServer
+from fedadc.seeding import generator
+
+log = logging.getLogger("fedadc")
+
+
+class Transport(Protocol):
+    """Delivers one message per client and returns the replies that came back.
+
+    A client missing from the result failed (crashed, timed out, replied with an error);
+    the loop drops it from the rest of the round.
+    """
+
+    def exchange(self, messages: dict[int, ToClient]) -> dict[int, FromClient]: ...
+
+
+@dataclass
+class RoundsResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str = ""
+    server: FederatedServer | None = None
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.history[-1]["test_accuracy"] if self.history else float("nan")
+
+
+class SplitLearningRounds:
+    """Split federated learning (``sfl``): sampled clients train in parallel on one tail."""
+
+    def __init__(
+        self,
+        run: RunConfig,
+        transport: Transport,
+        *,
+        data: ImageData | None = None,
+        server: FederatedServer | None = None,
+        on_round: Callable[[dict[str, float], FederatedServer], None] | None = None,
+    ) -> None:
+        self.run_config = run
+        self.transport = transport
+        self.data = data if data is not None else load_data(run)
+        self.server = server if server is not None else FederatedServer(run, self.data)
+        self.on_round = on_round
+        self._last_exchange_bytes = 0
+        self._budget_hit = False
+
+    # ================================================================ template
+    def run(self, start_round: int = 1, history: list | None = None) -> RoundsResult:
+        fed = self.run_config.federation
+        result = RoundsResult(history=list(history or []), server=self.server)
+        started = time.perf_counter()
+        for rnd in range(start_round, fed.rounds + 1):
+            # --- sample clients --------------------------------------------------
+            clients = self.sample_clients(rnd)
+            # --- stop before a round the budget cannot pay for ------------------
+            # (head down and up, and at least one exchange like the last one)
+            if self._budget_exhausted(
+                2 * self.server.head_cost(len(clients)) + self._last_exchange_bytes
+            ):
+                result.stop_reason = "budget"
+                break
+            # --- train: head broadcast, per-step exchange, head upload -----------
+            losses_before = len(self.server.losses)
+            heads = self.train_round(rnd, clients)
+            self.check_enough_clients(rnd, clients, heads)
+            # --- aggregate heads --------------------------------------------------
+            self.aggregate_heads(rnd, heads)
+            # --- evaluate and record ----------------------------------------------
+            row = self.record(rnd, clients, heads, losses_before, started)
+            result.history.append(row)
+            if self.on_round is not None:
+                self.on_round(row, self.server)
+            if self._budget_hit:
+                result.stop_reason = "budget"
+                break
+        else:
+            result.stop_reason = "rounds"
+        log.info("stopped (%s) after %d rounds", result.stop_reason, len(result.history))
+        return result
+
+    # ================================================================ hooks
+    def sample_clients(self, rnd: int) -> list[int]:
+        """Seeded choice of max(min_train_clients, ceil(fraction * N)) partitions."""
+        fed = self.run_config.federation
+        count = min(
+            fed.num_clients,
+            max(fed.min_train_clients, math.ceil(fed.fraction_train * fed.num_clients)),
+        )
+        order = torch.randperm(
+            fed.num_clients, generator=generator(self.run_config.seed, f"sample-{rnd}")
+        )
+        return sorted(order[:count].tolist())
+
+    def train_round(self, rnd: int, clients: list[int]) -> dict[int, FromClient]:
+        return self.run_clients(rnd, clients, self.server.global_head)
+
+    def aggregate_heads(self, rnd: int, heads: dict[int, FromClient]) -> None:
+        self.server.fedavg(heads)
+
+    def check_enough_clients(
+        self, rnd: int, clients: list[int], heads: dict[int, FromClient]
+    ) -> None:
+        minimum = min(self.run_config.federation.min_train_clients, len(clients))
+        if not heads or len(heads) < minimum:
+            raise RuntimeError(
+                f"round {rnd}: only {len(heads)} of {len(clients)} clients finished, fewer than "
+                f"federation.min_train_clients={self.run_config.federation.min_train_clients}"
+            )
+
+    # ================================================================ exchange
+    def run_clients(self, rnd: int, clients: list[int], head: bytes) -> dict[int, FromClient]:
+        """Train ``clients`` for one round starting from ``head``; returns their uploads."""
+        fed = self.run_config.federation
+        per_message, local = fed.messages_steps, fed.local_steps
+        count = min(per_message, local)
+        messages = {c: ToClient(rnd, 0, count, head=head) for c in clients}
+        replies = self._exchange(rnd, messages)
+        done = 0
+        while True:
+            before = self.server.spent()
+            gradients = self.server.train_on(replies, rnd, done)
+            done += count
+            count = min(per_message, local - done)
+            # payloads up + gradients down, in the budget's scope
+            self._last_exchange_bytes = self.server.spent() - before
+            next_cost = self._last_exchange_bytes + self.server.head_cost(len(replies))
+            if count > 0 and self._budget_exhausted(next_cost):
+                self._budget_hit = True
+                count = 0
+            finish = count == 0
+            messages = {
+                c: ToClient(rnd, done, count, gradients=gradients[c], finish=finish)
+                for c in replies
+            }
+            replies = self._exchange(rnd, messages)
+            if finish:
+                self.server.received(replies, rnd, done)
+                return replies
+
+    def _exchange(self, rnd: int, messages: dict[int, ToClient]) -> dict[int, FromClient]:
+        self.server.send(messages, rnd)
+        replies = self.transport.exchange(messages)
+        lost = sorted(set(messages) - set(replies))
+        if lost:
+            # their partial work is discarded: no head upload; tail steps already taken stay
+            log.warning("round %d: clients %s failed and are dropped from this round", rnd, lost)
+        return replies
+
+    def _budget_exhausted(self, extra: int = 0) -> bool:
+        """Would spending ``extra`` more bytes exceed the budget?"""
+        budget = self.server.budget_bytes()
+        return budget is not None and self.server.spent() + extra > budget
+
+    # ================================================================ records
+    def record(
+        self,
+        rnd: int,
+        clients: list[int],
+        heads: dict[int, FromClient],
+        losses_before: int,
+        started: float,
+    ) -> dict[str, float]:
+        server, ledger = self.server, self.server.ledger
+        fed = self.run_config.federation
+        losses = server.losses[losses_before:]
+        row: dict[str, float] = {
+            "round": rnd,
+            "clients": len(heads),
+            "train_loss": sum(losses) / len(losses) if losses else float("nan"),
+            "bytes_up": ledger.total_bytes("up"),
+            "bytes_down": ledger.total_bytes("down"),
+            "realised_xi": ledger.realised_xi(),
+            "all_in_ratio": ledger.all_in_ratio(),
+            "wall_s": time.perf_counter() - started,
+        }
+        budget = server.budget_bytes()
+        row["budget_used"] = server.spent() / budget if budget else float("nan")
+        if rnd % fed.eval_every == 0 or rnd == fed.rounds or self._budget_hit:
+            ev = server.evaluate()
+            row["test_accuracy"], row["test_loss"] = ev.accuracy, ev.loss
+        else:
+            row["test_accuracy"] = row["test_loss"] = float("nan")
+        log.info(
+            "round %3d | clients %2d | train loss %.4f | test acc %.4f | up %s down %s | "
+            "budget %5.1f%% | xi %.4f (all-in %.4f)",
+            rnd,
+            len(heads),
+            row["train_loss"],
+            row["test_accuracy"],
+            _fmt(row["bytes_up"]),
+            _fmt(row["bytes_down"]),
+            100 * row["budget_used"],
+            row["realised_xi"],
+            row["all_in_ratio"],
+        )
+        return row
+
+
+class SequentialRounds(SplitLearningRounds):
+    """Vanilla split learning (``sl``): clients train one after another, the head is relayed
+    through the server (its bytes counted both ways), no averaging."""
+
+    def sample_clients(self, rnd: int) -> list[int]:
+        clients = super().sample_clients(rnd)
+        order = torch.randperm(
+            len(clients), generator=generator(self.run_config.seed, f"turn-{rnd}")
+        )
+        return [clients[i] for i in order.tolist()]
+
+    def train_round(self, rnd: int, clients: list[int]) -> dict[int, FromClient]:
+        head, last = self.server.global_head, {}
+        for c in clients:
+            got = self.run_clients(rnd, [c], head)
+            if c in got:  # a failed client is skipped; the head goes on from the last one
+                head, last = got[c].head, got
+        return last
+
+    def aggregate_heads(self, rnd: int, heads: dict[int, FromClient]) -> None:
+        (reply,) = heads.values()
+        self.server.set_global_head(reply.head)
+
+
+def rounds_for(run: RunConfig) -> type[SplitLearningRounds]:
+    return SequentialRounds if run.federation.mode == "sl" else SplitLearningRounds
+
+
+def _fmt(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}TB"

@@ -1,0 +1,36 @@
+"""fedadc ServerApp: compose the config, run the split-learning strategy, write results."""
+
+from __future__ import annotations
+
+from logging import INFO
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from fedadc.config import to_dict
+from fedadc.federated.results import RunDirectory
+from strategies.run_config import run_config
+from strategies.split_learning import SplitLearningStrategy
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    run = run_config(context)
+    log(INFO, "fedadc run config: %s", to_dict(run))
+    resume = str(context.run_config.get("resume", "")).strip()
+    results = (
+        RunDirectory(Path(resume).expanduser().resolve()) if resume else RunDirectory.create(run)
+    )
+    log(INFO, "results directory: %s", results.path)
+    result = SplitLearningStrategy(run, results).start(grid, resume=bool(resume))
+    log(
+        INFO,
+        "finished (%s): final test accuracy %.4f; results in %s",
+        result.stop_reason,
+        result.final_accuracy,
+        results.path,
+    )

@@ -1,0 +1,149 @@
+"""The Flower strategy of fedadc: nodes, messages and failures; fedadc does the rest.
+
+``SplitLearningStrategy.start`` is a template in phases: wait for the nodes, map
+partition ids to node ids, then run fedadc's round loop (``fedadc.federated.rounds``) with
+this strategy as its transport. The round loop (sampling, the per-step exchange, head
+aggregation, evaluation, budget) is the same code the in-process reference runs, so the
+Flower run equals the reference for the same seed.
+"""
+
+from __future__ import annotations
+
+import time
+from logging import INFO, WARNING
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from fedadc.config.schema import RunConfig
+from fedadc.federated.messages import FromClient, ToClient
+from fedadc.federated.results import RunDirectory
+from fedadc.federated.rounds import RoundsResult, rounds_for
+from fedadc.federated.server import FederatedServer
+from strategies.codec import decode_from_client, encode_to_client
+
+STEP = "train.step"
+INFO_QUERY = "query.info"
+
+
+class SplitLearningStrategy:
+    """Federated split learning over a Flower ``Grid``.
+
+    Args:
+        run: the typed run configuration.
+        results: where metrics, checkpoints and the summary go (None: nowhere).
+        node_wait_s: how long to wait for ``federation.num_clients`` nodes to connect.
+    """
+
+    def __init__(
+        self, run: RunConfig, results: RunDirectory | None = None, node_wait_s: float = 120.0
+    ) -> None:
+        self.run = run
+        self.results = results
+        self.node_wait_s = node_wait_s
+        self.grid: Grid | None = None
+        self.nodes: dict[int, int] = {}  # partition id -> node id
+
+    # ================================================================ template
+    def start(self, grid: Grid, resume: bool = False) -> RoundsResult:
+        self.grid = grid
+        # --- wait for the federation -------------------------------------------
+        node_ids = self._wait_for_nodes()
+        # --- map partitions to nodes ---------------------------------------------
+        self.nodes = self._map_partitions(node_ids)
+        # --- run fedadc's round loop with this strategy as transport -------------
+        loop = rounds_for(self.run)(self.run, self)
+        start, history = 1, []
+        if resume and self.results is not None:
+            done, history = self.results.load_checkpoint(loop.server)
+            start = done + 1
+            log(INFO, "resuming after round %d", done)
+        saved = list(history)
+
+        def on_round(row: dict[str, float], server: FederatedServer) -> None:
+            saved.append(row)
+            if self.results is not None:
+                self.results.append_round(row)
+                self.results.save_checkpoint(server, saved)
+
+        loop.on_round = on_round
+        result = loop.run(start_round=start, history=history)
+        # --- write the summary ------------------------------------------------------
+        if self.results is not None:
+            self.results.finish(loop.server, result.history, result.stop_reason)
+        return result
+
+    # ================================================================ transport
+    def exchange(self, messages: dict[int, ToClient]) -> dict[int, FromClient]:
+        """Send one message per partition, return the replies that came back in time."""
+        assert self.grid is not None
+        out = [
+            Message(content=encode_to_client(msg), dst_node_id=self.nodes[pid], message_type=STEP)
+            for pid, msg in messages.items()
+        ]
+        replies = self.grid.send_and_receive(out, timeout=self.run.federation.timeout_s)
+        by_node = {node: pid for pid, node in self.nodes.items()}
+        result: dict[int, FromClient] = {}
+        for reply in replies:
+            pid = by_node.get(reply.metadata.src_node_id)
+            if reply.has_error():
+                log(WARNING, "client %s failed: %s", pid, reply.error.reason)
+                continue
+            decoded = decode_from_client(reply.content)
+            result[decoded.partition] = decoded
+        return result
+
+    # ================================================================ nodes
+    def _wait_for_nodes(self) -> list[int]:
+        assert self.grid is not None
+        want = self.run.federation.num_clients
+        deadline = time.monotonic() + self.node_wait_s
+        while True:
+            node_ids = list(self.grid.get_node_ids())
+            if len(node_ids) >= want:
+                return node_ids
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"only {len(node_ids)} of federation.num_clients={want} nodes connected "
+                    f"within {self.node_wait_s:.0f} s; start more SuperNodes or lower "
+                    "num-clients (in simulation: --federation-config 'num-supernodes=N')"
+                )
+            time.sleep(0.5)
+
+    def _map_partitions(self, node_ids: list[int]) -> dict[int, int]:
+        """Ask each node for its partition id (node ids are random, partitions are not)."""
+        assert self.grid is not None
+        out = [
+            Message(
+                content=RecordDict({"q": ConfigRecord({})}), dst_node_id=n, message_type=INFO_QUERY
+            )
+            for n in node_ids
+        ]
+        nodes: dict[int, int] = {}
+        for reply in self.grid.send_and_receive(out, timeout=self.run.federation.timeout_s):
+            if reply.has_error():
+                raise RuntimeError(
+                    f"node {reply.metadata.src_node_id} failed: {reply.error.reason}"
+                )
+            info = reply.content.config_records["info"]
+            pid = int(info["partition-id"])
+            if pid in nodes:
+                raise RuntimeError(f"two nodes claim partition-id {pid}; give each a unique one")
+            nodes[pid] = reply.metadata.src_node_id
+            hist = info.get("label-histogram", "")
+            log(
+                INFO,
+                "client %d (node %d): %s samples, labels %s",
+                pid,
+                nodes[pid],
+                info["num-examples"],
+                hist,
+            )
+        missing = sorted(set(range(self.run.federation.num_clients)) - set(nodes))
+        if missing:
+            raise RuntimeError(
+                f"no node holds partition ids {missing}; node configs must cover "
+                f"0..{self.run.federation.num_clients - 1} (partition-id / num-partitions)"
+            )
+        return nodes

@@ -1,0 +1,204 @@
+"""The round loop in-process: seeded, budgeted, exact under recompute, resumable."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from fedadc.config.schema import (
+    FederationConfig,
+    MethodConfig,
+    ModelConfig,
+    PartitionConfig,
+    RunConfig,
+)
+from fedadc.federated import InProcessTransport, rounds_for
+from fedadc.federated.build import load_data
+from fedadc.federated.results import RunDirectory
+from fedadc.train import train_reference
+
+MICRO = ModelConfig(
+    split_at=2,
+    kwargs={"patch_size": 2, "embed_dim": 32, "depth": 4, "num_heads": 2, "mlp_ratio": 2.0},
+)
+
+
+def make_run(**federation: object) -> RunConfig:
+    fed = {
+        "num_clients": 4,
+        "rounds": 2,
+        "local_steps": 3,
+        "batch_size": 16,
+        "budget_epochs": None,
+        **federation,
+    }
+    return RunConfig(model=MICRO, federation=FederationConfig(**fed))
+
+
+def head_weights(result) -> dict[str, torch.Tensor]:
+    from fedadc.wire import Payload
+
+    return Payload.from_bytes(result.server.global_head).tensors
+
+
+def assert_same(a, b) -> None:
+    assert a.server.ledger.total_bytes() == b.server.ledger.total_bytes()
+    wa, wb = head_weights(a), head_weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0, msg=key)
+    for pa, pb in zip(
+        a.server.split.tail.parameters(), b.server.split.tail.parameters(), strict=True
+    ):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+
+
+def test_same_seed_same_result_and_cache_never_changes_it():
+    run = make_run()
+    cached = train_reference(run)
+    again = train_reference(run)
+    uncached = train_reference(run, use_cache=False)
+    assert_same(cached, again)
+    assert_same(cached, uncached)
+    assert len(cached.history) == 2 and cached.stop_reason == "rounds"
+
+
+def test_sfl_counts_every_message_and_learns():
+    run = dataclasses.replace(
+        make_run(rounds=8, local_steps=10),
+        method=MethodConfig("identity", {}),
+        partition=PartitionConfig(kind="iid"),
+    )
+    result = train_reference(run)
+    ledger = result.server.ledger
+    by_kind = ledger.bytes_by_kind()
+    head_bytes = len(result.server.global_head)
+    # every round: each of 4 clients downloads and uploads the head
+    assert by_kind["down"]["weights"] + by_kind["down"]["header"] > 0
+    ups = [r for r in ledger.records if r.direction == "up" and r.bytes_by_kind.get("weights")]
+    assert len(ups) == 8 * 4 and all(r.total_bytes == head_bytes for r in ups)
+    steps = [r for r in ledger.records if r.direction == "up" and r.baseline_bytes]
+    assert len(steps) == 8 * 4 * 10
+    assert result.final_accuracy > 0.3  # chance is 0.1
+
+
+def test_sl_mode_relays_the_head_without_averaging():
+    run = make_run(mode="sl", rounds=1)
+    result = train_reference(run)
+    # clients in turn: each downloads the head the previous one uploaded
+    downs = [
+        r
+        for r in result.server.ledger.records
+        if r.direction == "down" and r.bytes_by_kind.get("weights")
+    ]
+    ups = [
+        r
+        for r in result.server.ledger.records
+        if r.direction == "up" and r.bytes_by_kind.get("weights")
+    ]
+    assert len(downs) == len(ups) == 4
+    assert [r.client for r in downs] == [r.client for r in ups]
+
+
+def test_budget_stops_before_it_is_exceeded():
+    run = make_run(rounds=50, budget_epochs=0.5)
+    result = train_reference(run)
+    server = result.server
+    assert result.stop_reason == "budget"
+    assert server.spent() <= server.budget_bytes()
+
+
+def test_steps_per_message_batches_payloads_and_stays_seeded():
+    run = make_run(steps_per_message=0)  # all local steps in one message
+    one = train_reference(run)
+    two = train_reference(run, use_cache=False)
+    assert_same(one, two)
+    # same samples and bytes of activations as S = 1, fewer messages
+    exact = train_reference(make_run())
+    kinds = ("activations", "labels")
+    for kind in kinds:
+        assert (
+            one.server.ledger.bytes_by_kind()["up"][kind]
+            == exact.server.ledger.bytes_by_kind()["up"][kind]
+        )
+    # one round trip per message: 1 + 1 exchanges per round instead of 1 + local_steps
+    counting = CountingTransport(run)
+    rounds_for(run)(run, counting).run()
+    assert counting.calls == 2 * 2
+
+
+class CountingTransport(InProcessTransport):
+    def __init__(self, run):
+        super().__init__(run)
+        self.calls = 0
+
+    def exchange(self, messages):
+        self.calls += 1
+        return super().exchange(messages)
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
+    run = dataclasses.replace(make_run(rounds=3), results_dir=str(tmp_path))
+    full = train_reference(run, results=RunDirectory.create(run, "full"))
+    partial_dir = RunDirectory.create(dataclasses.replace(run), "partial")
+    train_reference(
+        dataclasses.replace(run, federation=dataclasses.replace(run.federation, rounds=2)),
+        results=partial_dir,
+    )
+    resumed = train_reference(run, results=partial_dir, resume=True)
+    assert_same(full, resumed)
+    assert [h["round"] for h in resumed.history] == [1, 2, 3]
+    assert (partial_dir.path / "summary.json").exists()
+    assert (partial_dir.path / "accuracy_vs_bytes.png").stat().st_size > 1000
+    lines = (partial_dir.path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+
+
+class FlakyTransport(CountingTransport):
+    """Client 1 dies in the middle of round 1."""
+
+    def exchange(self, messages):
+        replies = super().exchange(messages)
+        if self.calls == 2:
+            replies.pop(1, None)
+        return replies
+
+
+def test_a_client_that_dies_mid_round_is_dropped_and_the_run_goes_on(caplog):
+    run = make_run()
+    loop = rounds_for(run)(run, FlakyTransport(run))
+    result = loop.run()
+    assert result.stop_reason == "rounds"
+    assert result.history[0]["clients"] == 3 and result.history[1]["clients"] == 4
+    assert "failed and are dropped" in caplog.text
+
+
+def test_too_few_clients_left_is_a_clear_error():
+    run = dataclasses.replace(
+        make_run(), federation=dataclasses.replace(make_run().federation, min_train_clients=4)
+    )
+    with pytest.raises(RuntimeError, match="min_train_clients=4"):
+        rounds_for(run)(run, FlakyTransport(run)).run()
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("topk", {"ratio": 0.1}),
+        ("bottlenet", {"ratio": 0.25}),
+        ("quantization", {"bits": 4}),
+        ("c3sl", {"group_size": 2}),
+    ],
+)
+def test_every_method_runs_a_round(method, params):
+    run = dataclasses.replace(make_run(rounds=1), method=MethodConfig(method, params))
+    result = train_reference(run)
+    assert math.isfinite(result.history[0]["test_loss"])
+    assert result.server.ledger.realised_xi() < 1
+
+
+def test_partition_sizes_and_data_are_shared_by_every_process():
+    run = make_run()
+    data = load_data(run)
+    assert data.num_classes == 10 and len(data.train) == 1437
