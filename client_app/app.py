@@ -9,6 +9,7 @@ from flwr.clientapp import ClientApp
 from client_app.state import ContextState
 from fedadc.federated.build import client_data
 from fedadc.federated.client import FederatedClient
+from fedadc.federated.threads import run_threads
 from strategies.codec import decode_to_client, encode_from_client
 from strategies.run_config import run_config
 
@@ -47,8 +48,8 @@ def info(msg: Message, context: Context) -> Message:
 @app.train("step")
 def step(msg: Message, context: Context) -> Message:
     run = run_config(context)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     pid = _partition(context, run.federation.num_clients)
-    client = FederatedClient(run, pid, ContextState(context))
-    reply = client.handle(decode_to_client(msg.content))
+    with run_threads(run):
+        client = FederatedClient(run, pid, ContextState(context))
+        reply = client.handle(decode_to_client(msg.content))
     return Message(encode_from_client(reply), reply_to=msg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from logging import INFO
 from pathlib import Path
 
@@ -11,14 +12,24 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedadc.config import to_dict
 from fedadc.federated.results import RunDirectory
+from fedadc.federated.threads import run_threads
 from strategies.run_config import run_config
 from strategies.split_learning import SplitLearningStrategy
 
 app = ServerApp()
 
 
+def _log_through_flower() -> None:
+    """fedadc logs to the "fedadc" logger; show it where Flower shows its own lines."""
+    ours, flower = logging.getLogger("fedadc"), logging.getLogger("flwr")
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    ours.handlers = list(flower.handlers)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    _log_through_flower()
     run = run_config(context)
     log(INFO, "fedadc run config: %s", to_dict(run))
     resume = str(context.run_config.get("resume", "")).strip()
@@ -26,7 +37,8 @@ def main(grid: Grid, context: Context) -> None:
         RunDirectory(Path(resume).expanduser().resolve()) if resume else RunDirectory.create(run)
     )
     log(INFO, "results directory: %s", results.path)
-    result = SplitLearningStrategy(run, results).start(grid, resume=bool(resume))
+    with run_threads(run):
+        result = SplitLearningStrategy(run, results).start(grid, resume=bool(resume))
     log(
         INFO,
         "finished (%s): final test accuracy %.4f; results in %s",

@@ -192,6 +192,9 @@ class WireConfig:
 class RunConfig:
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None
+    """torch intra-op threads in every process of the run (None: torch's default). CPU
+    float results depend on it, so runs compared bit for bit must fix it."""
     results_dir: str = "runs"
     evaluate_compressed: bool | None = None
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -14,6 +14,7 @@ from fedadc.federated.inprocess import InProcessTransport
 from fedadc.federated.results import RunDirectory
 from fedadc.federated.rounds import RoundsResult, rounds_for
 from fedadc.federated.server import FederatedServer
+from fedadc.federated.threads import run_threads
 
 log = logging.getLogger("fedadc")
 
@@ -46,7 +47,8 @@ def train_reference(
 
     loop_history: list[dict[str, float]] = list(history)
     loop.on_round = on_round
-    result = loop.run(start_round=start, history=history)
+    with run_threads(run):
+        result = loop.run(start_round=start, history=history)
     if results is not None:
         results.finish(loop.server, result.history, result.stop_reason)
     return result
