@@ -202,3 +202,28 @@ def test_partition_sizes_and_data_are_shared_by_every_process():
     run = make_run()
     data = load_data(run)
     assert data.num_classes == 10 and len(data.train) == 1437
+
+
+@pytest.mark.parametrize(
+    "writer, source",
+    [
+        ("write_disk_dataset", "disk"),
+        ("write_imagefolder", "imagefolder"),
+        ("write_parquet", "parquet"),
+    ],
+)
+def test_trains_on_local_datasets_in_every_format(tmp_path, writer, source):
+    from fedadc.config.schema import DataConfig
+    from tests import data_factory
+
+    path = getattr(data_factory, writer)(tmp_path)
+    run = dataclasses.replace(
+        make_run(num_clients=2, rounds=2, local_steps=2, batch_size=8),
+        data=DataConfig(source=source, path=str(path)),
+        method=MethodConfig("adc", {"xi": 0.25}),
+    )
+    result = train_reference(run)
+    data = load_data(run)
+    assert data.num_classes == 3 and data.image_shape == (3, 12, 12)
+    assert len(result.history) == 2 and math.isfinite(result.history[-1]["test_loss"])
+    assert result.server.ledger.realised_xi() < 0.3

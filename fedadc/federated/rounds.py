@@ -69,6 +69,16 @@ class SplitLearningRounds:
         self.on_round = on_round
         self._last_exchange_bytes = 0
         self._budget_hit = False
+        fed = run.federation
+        if fed.messages_steps > 1:
+            log.warning(
+                "steps_per_message=%d: each client computes %d batches with the same head and "
+                "applies their gradients late (head_update=%s). Fewer messages, lower accuracy: "
+                "S=1 is exact split learning (see docs/flower.md for measured accuracy vs S)",
+                fed.messages_steps,
+                fed.messages_steps,
+                fed.head_update,
+            )
 
     # ================================================================ template
     def run(self, start_round: int = 1, history: list | None = None) -> RoundsResult:

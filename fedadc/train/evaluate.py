@@ -38,8 +38,9 @@ def evaluate(
     total_loss, correct = 0.0, 0
     try:
         for start in range(0, len(split), batch_size):
-            images = split.images[start : start + batch_size].to(device)
-            labels = split.labels[start : start + batch_size].to(device)
+            indices = torch.arange(start, min(start + batch_size, len(split)))
+            images, labels = split.batch(indices)  # no augmentation at evaluation
+            images, labels = images.to(device), labels.to(device)
             tokens, cls_attention = head(images)
             if compressor is not None:
                 tokens = compressor.eval_forward(tokens, cls_attention)
