@@ -144,7 +144,6 @@ class FederationConfig:
     budget_epochs: float | None = 10.0
     budget_scope: str = "all"
     eval_every: int = 1
-    federated_eval: bool = False
     timeout_s: float = 600.0
 
     def __post_init__(self) -> None:

@@ -218,14 +218,14 @@ class SplitLearningRounds:
             row["test_accuracy"] = row["test_loss"] = float("nan")
         log.info(
             "round %3d | clients %2d | train loss %.4f | test acc %.4f | up %s down %s | "
-            "budget %5.1f%% | xi %.4f (all-in %.4f)",
+            "budget %s | xi %.4f (all-in %.4f)",
             rnd,
             len(heads),
             row["train_loss"],
             row["test_accuracy"],
             _fmt(row["bytes_up"]),
             _fmt(row["bytes_down"]),
-            100 * row["budget_used"],
+            f"{100 * row['budget_used']:5.1f}%" if budget else "none",
             row["realised_xi"],
             row["all_in_ratio"],
         )

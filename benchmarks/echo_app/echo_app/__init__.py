@@ -1,0 +1,1 @@
+"""Bare echo ServerApp/ClientApp for benchmarks/flower_exchange.py."""
