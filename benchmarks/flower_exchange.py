@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -65,7 +67,7 @@ from strategies.split_learning import STEP  # noqa: E402
 
 ECHO_APP = ROOT / "benchmarks" / "echo_app"
 MODELS = {
-    # name: (flat config, default local steps, rounds, S values)
+    # name: (flat config, extra Hydra overrides, local steps, rounds, S values)
     "vit_micro": ({"model": "vit_micro", "batch-size": 32}, "", 16, 4, (1, 4, 16)),
     "deit_tiny": (
         {"model": "deit_tiny", "batch-size": 128},
@@ -85,10 +87,15 @@ class Flower:
         self.home = work / "flwr-home"
         self.home.mkdir()
         self.cpus = max(1, 2 // workers)
+        ports = _free_ports()
         self.env = {
             **os.environ,
             "FLWR_HOME": str(self.home),
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            # `flwr run` reuses any local SuperLink on the default ports, also another
+            # FLWR_HOME's: private ports make it start (and use) this benchmark's own
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(ports[0]),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(ports[1]),
         }
 
     def run(self, app: Path, config: dict[str, Any], nodes: int) -> str:
@@ -121,6 +128,14 @@ class Flower:
         subprocess.run(["pkill", "-f", str(self.home)], check=False)
 
 
+def _free_ports() -> tuple[int, int]:
+    """Two distinct free local ports (both bound at once, then released)."""
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return a.getsockname()[1], b.getsockname()[1]
+
+
 def _only_run_dir(results: Path) -> Path:
     (run_dir,) = [p for p in results.iterdir() if (p / "summary.json").exists()]
     return run_dir
@@ -138,7 +153,7 @@ def exchanges_per_round(local_steps: int, s: int) -> int:
 def figures(rows: list[dict[str, float]], local_steps: int, s: int) -> dict[str, float]:
     """Per-exchange ms (median over rounds 2..) and steps/s (rounds 2..) from wall_s."""
     walls = [r["wall_s"] for r in rows]
-    per_round = [b - a for a, b in zip(walls, walls[1:])]
+    per_round = [b - a for a, b in itertools.pairwise(walls)]
     n = exchanges_per_round(local_steps, s)
     return {
         "round1_s": walls[0],

@@ -92,7 +92,7 @@ class SplitLearningStrategy:
                 continue
             decoded = decode_from_client(reply.content)
             result[decoded.partition] = decoded
-        return result
+        return dict(sorted(result.items()))  # arrival order must not matter
 
     # ================================================================ nodes
     def _wait_for_nodes(self) -> list[int]:

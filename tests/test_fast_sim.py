@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -105,7 +106,15 @@ def test_patches_the_grid_and_both_engine_extractors(restore_flower):
 
 
 # ------------------------------------------------------------------ a real `flwr run`
-def _flower_run(home: Path, results: Path, fast: bool) -> tuple[Path, str]:
+def _free_ports() -> tuple[int, int]:
+    """Two distinct free local ports (both bound at once, then released)."""
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return a.getsockname()[1], b.getsockname()[1]
+
+
+def _flower_run(home: Path, results: Path, fast: bool, ports: tuple[int, int]) -> tuple[Path, str]:
     run_config = (
         " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in FLAT.items())
         + f' results-dir="{results}" fast-sim={str(fast).lower()}'
@@ -114,6 +123,10 @@ def _flower_run(home: Path, results: Path, fast: bool) -> tuple[Path, str]:
         **os.environ,
         "FLWR_HOME": str(home),
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        # `flwr run` reuses any local SuperLink on the default ports (39091, 39093), also one
+        # of another FLWR_HOME; private ports make it start and use this test's own
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(ports[0]),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(ports[1]),
     }
     proc = subprocess.run(
         [
@@ -141,12 +154,13 @@ def _flower_run(home: Path, results: Path, fast: bool) -> tuple[Path, str]:
 def test_fast_sim_changes_no_result(tmp_path):
     home = tmp_path / "flwr-home"  # one private SuperLink for both runs
     home.mkdir()
+    ports = _free_ports()
     try:
         out = {}
         for fast in (False, True):
             results = tmp_path / f"fast-{fast}"
             results.mkdir()
-            out[fast] = _flower_run(home, results, fast)
+            out[fast] = _flower_run(home, results, fast, ports)
     finally:
         subprocess.run(["pkill", "-f", str(home)], check=False)
     assert "fast-sim: Flower's simulation poll waits set to 0.002 s" in out[True][1]

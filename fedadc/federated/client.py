@@ -95,7 +95,7 @@ class FederatedClient:
         return reply
 
     # ---------------------------------------------------------------- steps
-    def _step_seed_name(self, round_: int, step: int) -> int:
+    def _global_step(self, round_: int, step: int) -> int:
         """Global step index of this client: the data position, derived, not stored."""
         return (round_ - 1) * self.run.federation.local_steps + step
 
@@ -134,7 +134,7 @@ class FederatedClient:
         return live.compressor.encode(out.tokens, labels, plan), plan
 
     def _forward(self, live: _Live, round_: int, step: int) -> tuple[bytes, int]:
-        g = self._step_seed_name(round_, step)
+        g = self._global_step(round_, step)
         idx = self._batch_indices(g)
         live.modules.train()
         live.compressor.train()
@@ -195,7 +195,7 @@ class FederatedClient:
         }
         live.modules.train()
         live.compressor.train()
-        enc, _ = self._encode(live, stored["batch"], self._step_seed_name(round_, step), plan)
+        enc, _ = self._encode(live, stored["batch"], self._global_step(round_, step), plan)
         return enc
 
     # ---------------------------------------------------------------- state

@@ -52,7 +52,7 @@ class FederatedServer:
 
     def received(self, replies: dict[int, FromClient], round_: int, step: int) -> None:
         """Record the bytes of incoming replies (payloads are recorded when trained on)."""
-        for pid, reply in replies.items():
+        for pid, reply in sorted(replies.items()):
             if reply.head is not None:
                 self._record(reply.head, "up", pid, round_, step)
 
@@ -116,7 +116,7 @@ class FederatedServer:
         if total == 0:
             raise RuntimeError("no client reported trained samples; nothing to aggregate")
         avg: dict[str, torch.Tensor] = {}
-        for reply in replies.values():
+        for _, reply in sorted(replies.items()):  # fixed order: float sums are not associative
             weights = Payload.from_bytes(reply.head)
             w = reply.num_examples / total
             for name, tensor in weights.tensors.items():
