@@ -24,8 +24,11 @@ PARAMS = {
 }
 
 
-def test_every_registered_method_is_covered_here():
-    assert set(list_compressors()) == set(PARAMS)
+def test_every_built_in_method_is_covered_here():
+    from fedadc.compression.registry import _lookup
+
+    built_in = {n for n in list_compressors() if _lookup(n).__module__.startswith("fedadc.")}
+    assert built_in == set(PARAMS)
 
 
 def _one_graph(compressor, name, tokens, labels, plan):

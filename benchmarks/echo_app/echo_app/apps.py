@@ -1,5 +1,7 @@
 """Bare echo apps: the server sends ``down-bytes`` to each client, each replies ``up-bytes``.
 
+With ``state-bytes`` > 0 each client also rewrites a node state (``context.state``) of that
+size per message, as fedadc's client does with its head, optimizer state and pending steps.
 One exchange = one ``grid.send_and_receive`` of a message to every client and all replies,
 the shape of fedadc's per-step exchange (same message type, one uint8 array each way).
 The server writes the wall time of every exchange to the JSON file ``out``.
@@ -29,17 +31,20 @@ def _payload(size: int) -> np.ndarray:
     return _PAYLOADS[size]
 
 
-def _content(size: int, reply_bytes: int | None = None) -> RecordDict:
+def _content(size: int, ctl: dict[str, int] | None = None) -> RecordDict:
     content = RecordDict({"blob": ArrayRecord(array_dict={"000000": Array(_payload(size))})})
-    if reply_bytes is not None:
-        content["ctl"] = ConfigRecord({"up-bytes": reply_bytes})
+    if ctl is not None:
+        content["ctl"] = ConfigRecord(ctl)
     return content
 
 
 @client.train("step")
 def echo(msg: Message, context: Context) -> Message:
-    up = int(msg.content.config_records["ctl"]["up-bytes"])
-    return Message(_content(up), reply_to=msg)
+    ctl = msg.content.config_records["ctl"]
+    if int(ctl["state-bytes"]):  # rewrite a node state of that size, as fedadc's client does
+        blob = _payload(int(ctl["state-bytes"])).copy()
+        context.state["blob"] = ArrayRecord(array_dict={"000000": Array(blob)})
+    return Message(_content(int(ctl["up-bytes"])), reply_to=msg)
 
 
 @server.main()
@@ -60,7 +65,10 @@ def main(grid: Grid, context: Context) -> None:
     for _ in range(int(cfg["warmup"]) + int(cfg["exchanges"])):
         out = [
             Message(
-                _content(int(cfg["down-bytes"]), int(cfg["up-bytes"])),
+                _content(
+                    int(cfg["down-bytes"]),
+                    {"up-bytes": int(cfg["up-bytes"]), "state-bytes": int(cfg["state-bytes"])},
+                ),
                 dst_node_id=node,
                 message_type="train.step",
             )
