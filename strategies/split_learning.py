@@ -99,10 +99,21 @@ class SplitLearningStrategy:
         assert self.grid is not None
         want = self.run.federation.num_clients
         deadline = time.monotonic() + self.node_wait_s
+        next_log = time.monotonic() + 5.0
         while True:
             node_ids = list(self.grid.get_node_ids())
             if len(node_ids) >= want:
                 return node_ids
+            if time.monotonic() > next_log:
+                log(
+                    WARNING,
+                    "waiting for %d nodes (federation.num_clients), %d connected; in "
+                    "simulation pass --federation-config 'num-supernodes=%d'",
+                    want,
+                    len(node_ids),
+                    want,
+                )
+                next_log += 10.0
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"only {len(node_ids)} of federation.num_clients={want} nodes connected "
