@@ -7,10 +7,13 @@ In one invocation, with one private local SuperLink (its own FLWR_HOME, stopped 
 (a) Flower's floor: a bare echo app (benchmarks/echo_app) does request/reply exchanges with
     2 clients, payloads of fedadc's per-step size (request = one gradient payload, reply =
     one activation payload, from the ledger of the reference run at S = 1); median ms.
+    Also with each client rewriting a node state (``context.state``) of the size fedadc's
+    client keeps (head weights, Adam state, pending steps): Flower moves it to and from the
+    Ray actor with every message.
 (b) fedadc's exchange at S = 1 in a real `flwr run`: metrics.jsonl's cumulative ``wall_s``
-    (the round loop: training, server tail, head averaging; evaluation runs only after the
-    last round and is outside ``wall_s``), per round, divided by the round's exchanges
-    (ceil(local_steps / S) + 1); median over rounds 2.. (round 1 holds Flower's warm-up).
+    (the round loop: training, server tail, head averaging, checkpoint writing; evaluation
+    runs only after the last round, outside ``wall_s``), per round, divided by the round's
+    exchanges (ceil(local_steps / S) + 1); median over rounds 2.. (round 1 holds Flower's warm-up).
     The same figure from the in-process reference is the compute part of an exchange.
 (c) steps per second (local steps per client; rounds 2..) of `flwr run` at S = 1, 4, 16
     against ``fedadc.train.train_reference`` with the same RunConfig (composed from the same
@@ -172,6 +175,7 @@ class WireMeter:
         self.objects = {"up": 0, "down": 0}
         self.proto = {"up": 0, "down": 0}
         self.messages = 0
+        self.state_bytes = 0  # the largest client state (head, optimizer, pending steps)
 
     def _node(self, pid: int) -> int:
         # Flower's node ids are random 64-bit integers; their varint size counts
@@ -194,6 +198,8 @@ class WireMeter:
         replies = self.inner.exchange(messages)
         for pid, reply in replies.items():
             self._count(Message(encode_from_client(reply), reply_to=sent[pid]), "up")
+            state = sum(len(v) for v in self.inner.states[pid].values())
+            self.state_bytes = max(self.state_bytes, state)
         return replies
 
 
@@ -217,6 +223,7 @@ def measure_bytes(flat: dict[str, Any]) -> dict[str, float]:
         "proto_over_ledger": proto / payload,
         "messages": meter.messages,
         "envelope_per_message": (objects - payload) / meter.messages,
+        "client_state_bytes": meter.state_bytes,
     }
 
 
@@ -287,9 +294,9 @@ def main() -> None:
     flower = Flower(work, args.workers)
     results: dict[str, Any] = {"echo": {}, "flower": {}, "reference": ref_runs, "bytes": wire}
     try:
-        # --- (a) Flower's floor ------------------------------------------------------------
-        for fast in (False, True):
-            out = work / f"echo-{fast}.json"
+        # --- (a) Flower's floor, and with a node state of fedadc's size ------------------------
+        for fast, state in itertools.product((False, True), (0, wire["client_state_bytes"])):
+            out = work / f"echo-{fast}-{state}.json"
             flower.run(
                 ECHO_APP,
                 {
@@ -298,6 +305,7 @@ def main() -> None:
                     "warmup": 3,
                     "down-bytes": sizes["down"],
                     "up-bytes": sizes["up"],
+                    "state-bytes": state,
                     "out": str(out),
                     "fast-sim": fast,
                     "fedadc-root": str(ROOT),
@@ -306,12 +314,12 @@ def main() -> None:
             )
             echo = json.loads(out.read_text())
             measured = echo["seconds"][echo["warmup"] :]
-            results["echo"][fast] = {
+            results["echo"][(fast, state)] = {
                 "median_ms": 1000 * statistics.median(measured),
                 "first_ms": 1000 * echo["seconds"][0],
                 "n": len(measured),
             }
-            print(f"(a) echo fast-sim={fast}: {results['echo'][fast]}", flush=True)
+            print(f"(a) echo fast-sim={fast} state={state}: {results['echo'][(fast, state)]}")
         # --- (b), (c): S in turn: reference, Flower, Flower with fast-sim ----------------------
         for s in s_values:
             if s not in ref_runs:
@@ -334,6 +342,7 @@ def main() -> None:
     report(args, results, sizes, s_values, steps, rounds, elapsed)
     if args.json:
         results["flower"] = {f"S={s} fast={f}": v for (s, f), v in results["flower"].items()}
+        results["echo"] = {f"fast={f} state={b}": v for (f, b), v in results["echo"].items()}
         results["meta"] = {
             "command": " ".join(sys.argv),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -362,25 +371,26 @@ def report(
         f"model {args.model}, 2 clients, {rounds} rounds x {steps} local steps, "
         f"threads {args.threads}, {args.workers} simulation worker(s); {elapsed:.0f} s in all"
     )
-    print(
-        f"\n(a) Flower's floor: bare echo, 2 clients, {sizes['down']} B down / {sizes['up']} B up"
-    )
-    for fast in (False, True):
-        e = echo[fast]
+    print(f"\n(a) Flower's floor: echo, 2 clients, {sizes['down']} B down / {sizes['up']} B up")
+    for (fast, st), e in echo.items():
+        what = f"+ {st:,d} B context.state per message" if st else "bare"
         print(
-            f"    fast-sim={fast!s:5}: median {e['median_ms']:7.1f} ms per exchange "
+            f"    fast-sim={fast!s:5} {what:41}: median {e['median_ms']:7.1f} ms per exchange "
             f"(n={e['n']}; first {e['first_ms']:.0f} ms)"
         )
     print("\n(b) fedadc exchange at S=1 (median over rounds 2.., ms per exchange)")
-    print("    variant            | ms/exch | / echo  | minus reference | (minus ref) / echo")
+    print("    variant            | ms/exch | / bare echo | - reference | - ref - echo with state")
     r1 = ref[1]["exchange_ms"]
-    print(f"    in-process ref     | {r1:7.1f} |         |                 |")
+    print(f"    in-process ref     | {r1:7.1f} |             |             |")
     for fast in (False, True):
         got = flw[(1, fast)]["exchange_ms"]
-        floor = echo[fast]["median_ms"]
+        floor = echo[(fast, 0)]["median_ms"]
+        with_state = echo[(fast, wire["client_state_bytes"])]["median_ms"]
+        # without fast-sim, compute and the 0.1 s poll ticks overlap: no residual to subtract
+        rest = f"{got - r1 - with_state:11.1f}" if fast else "        n/a"
         print(
-            f"    flower fast={fast!s:5} | {got:7.1f} | {got / floor:6.2f}x | {got - r1:13.1f}   "
-            f"| {(got - r1) / floor:6.2f}x"
+            f"    flower fast={fast!s:5} | {got:7.1f} | {got / floor:10.2f}x | {got - r1:11.1f} "
+            f"| {rest}"
         )
     print("\n(c) steps per second (rounds 2..), Flower / reference")
     print("    S  | reference | flower | ratio | flower fast-sim | ratio")

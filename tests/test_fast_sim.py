@@ -4,13 +4,9 @@ a running engine thread, and without effect on results (a real `flwr run`, both 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import flwr
 import pytest
@@ -20,19 +16,7 @@ from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
 from strategies import fast_sim
 from strategies.fast_sim import enable_fast_simulation
-
-ROOT = Path(__file__).parents[1]
-# 2 clients, not 3: FederatedServer.fedavg sums the heads in reply-arrival order, and a sum of
-# 3 floats depends on its order (1-ulp differences seen between two runs with 3 clients); with
-# 2 it does not (a + b == b + a), so the runs below can be compared bit for bit.
-FLAT = {
-    "rounds": 2,
-    "num-clients": 2,
-    "local-steps": 3,
-    "batch-size": 16,
-    "seed": 7,
-    "overrides": "model.kwargs.embed_dim=32 model.kwargs.depth=4 model.split_at=2 threads=1",
-}
+from tests.flower_support import LocalFlower
 
 
 @pytest.fixture
@@ -106,63 +90,19 @@ def test_patches_the_grid_and_both_engine_extractors(restore_flower):
 
 
 # ------------------------------------------------------------------ a real `flwr run`
-def _free_ports() -> tuple[int, int]:
-    """Two distinct free local ports (both bound at once, then released)."""
-    with socket.socket() as a, socket.socket() as b:
-        a.bind(("127.0.0.1", 0))
-        b.bind(("127.0.0.1", 0))
-        return a.getsockname()[1], b.getsockname()[1]
-
-
-def _flower_run(home: Path, results: Path, fast: bool, ports: tuple[int, int]) -> tuple[Path, str]:
-    run_config = (
-        " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in FLAT.items())
-        + f' results-dir="{results}" fast-sim={str(fast).lower()}'
-    )
-    env = {
-        **os.environ,
-        "FLWR_HOME": str(home),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        # `flwr run` reuses any local SuperLink on the default ports (39091, 39093), also one
-        # of another FLWR_HOME; private ports make it start and use this test's own
-        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(ports[0]),
-        "FLWR_LOCAL_CONTROL_API_PORT": str(ports[1]),
-    }
-    proc = subprocess.run(
-        [
-            "flwr",
-            "run",
-            str(ROOT),
-            "--stream",
-            "--run-config",
-            run_config,
-            "--federation-config",
-            "num-supernodes=2 client-resources-num-cpus=2",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = [p for p in results.iterdir() if (p / "summary.json").exists()]
-    assert len(runs) == 1, proc.stdout[-3000:]
-    return runs[0], proc.stdout
-
-
 @pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")
 def test_fast_sim_changes_no_result(tmp_path):
     home = tmp_path / "flwr-home"  # one private SuperLink for both runs
     home.mkdir()
-    ports = _free_ports()
+    flower = LocalFlower(home)
     try:
         out = {}
         for fast in (False, True):
             results = tmp_path / f"fast-{fast}"
             results.mkdir()
-            out[fast] = _flower_run(home, results, fast, ports)
+            out[fast] = flower.run(results, extra=f"fast-sim={str(fast).lower()}")
     finally:
-        subprocess.run(["pkill", "-f", str(home)], check=False)
+        flower.stop_superlink()
     assert "fast-sim: Flower's simulation poll waits set to 0.002 s" in out[True][1]
     assert "fast-sim:" not in out[False][1]
     summaries = [json.loads((out[f][0] / "summary.json").read_text()) for f in (False, True)]

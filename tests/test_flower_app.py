@@ -7,10 +7,7 @@ end. Slow (Ray start-up), so the runs are few and tiny.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,70 +18,27 @@ from fedadc.federated.results import RunDirectory
 from fedadc.federated.server import FederatedServer
 from fedadc.train import train_reference
 from fedadc.wire import Payload
-
-ROOT = Path(__file__).parents[1]
-FLAT = {
-    "rounds": 2,
-    "num-clients": 3,
-    "local-steps": 3,
-    "batch-size": 16,
-    "seed": 7,
-    "overrides": "model.kwargs.embed_dim=32 model.kwargs.depth=4 model.split_at=2 threads=1",
-}
+from tests.flower_support import TINY_RUN, LocalFlower
 
 pytestmark = pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")
 
 
 @pytest.fixture(scope="module")
-def flwr_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("flwr-home")
-    yield home
-    # the local SuperLink that `flwr run` started for this FLWR_HOME outlives the run
-    subprocess.run(["pkill", "-f", str(home)], check=False)
+def flower(tmp_path_factory):
+    local = LocalFlower(tmp_path_factory.mktemp("flwr-home"))
+    yield local
+    local.stop_superlink()
 
 
-def flower_run(home: Path, results: Path, workers: int) -> Path:
-    run_config = (
-        " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in FLAT.items())
-        + f' results-dir="{results}"'
-    )
-    env = {
-        **os.environ,
-        "FLWR_HOME": str(home),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    }
-    cpus = 2 // workers
-    proc = subprocess.run(
-        [
-            "flwr",
-            "run",
-            str(ROOT),
-            "--stream",
-            "--run-config",
-            run_config,
-            "--federation-config",
-            f"num-supernodes=3 client-resources-num-cpus={cpus}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = [p for p in results.iterdir() if (p / "summary.json").exists()]
-    assert len(runs) == 1, proc.stdout[-3000:]
-    assert "round   2" in proc.stdout  # progress lines reach the user
-    return runs[0]
-
-
-def test_flower_simulation_equals_the_in_process_reference(flwr_home, tmp_path):
-    run = compose(overrides_from_flower(FLAT))
+def test_flower_simulation_equals_the_in_process_reference(flower, tmp_path):
+    run = compose(overrides_from_flower(TINY_RUN))
     reference = train_reference(run)
     summaries = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
         out.mkdir()
-        run_dir = flower_run(flwr_home, out, workers)
+        run_dir, stdout = flower.run(out, workers=workers)
+        assert "round   2" in stdout  # progress lines reach the user
         summary = json.loads((run_dir / "summary.json").read_text())
         server = FederatedServer(run, load_data(run))
         RunDirectory(run_dir).load_checkpoint(server)
