@@ -78,6 +78,17 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _name(pid: int) -> str:
+    """Short process name: Ray's ``ray::X`` titles, else the script's base name."""
+    words = _cmdline(pid).split()
+    if not words:
+        return "?"
+    if words[0].startswith("ray::"):
+        return words[0]
+    script = next((w for w in words[1:] if not w.startswith("-")), words[0])
+    return Path(script if words[0].endswith(("python", "python3")) else words[0]).name
+
+
 def _status_kb(pid: int, key: str = "VmRSS") -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -131,6 +142,7 @@ class MemorySampler:
     peak_processes: int = 0
     peak_breakdown: list[tuple[int, str]] = field(default_factory=list)
     seen: set[tuple[int, str]] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)
     samples: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -138,6 +150,7 @@ class MemorySampler:
         while not self._stop.is_set():
             pids = run_processes(self.root_pid, self.marker)
             self.seen.update(i for i in map(_identity, pids) if i is not None)
+            self.names.update(_name(p) for p in pids)
             rss = {p: _status_kb(p) for p in pids}
             total = sum(rss.values())
             if total > self.peak_rss_kb:
@@ -173,6 +186,7 @@ class Result:
     peak_pss_gib: float
     processes: int
     breakdown: list[tuple[int, str]]
+    names: list[str]
     leftovers: list[int]
 
 
@@ -237,6 +251,7 @@ def run_once(n: int, args: argparse.Namespace, work: Path) -> Result:
         peak_pss_gib=sampler.peak_pss_kb / 2**20,
         processes=sampler.peak_processes,
         breakdown=sampler.peak_breakdown,
+        names=sorted(sampler.names),
         leftovers=leftovers,
     )
 
@@ -296,6 +311,7 @@ def main() -> None:
         )
         for kb, cmd in r.breakdown:
             print(f"    {kb / 2**20:5.2f} GiB  {cmd}")
+        print(f"    processes seen: {', '.join(r.names)}")
     print(
         f"\n{'N':>5}{'sampled':>9}{'s/round':>9}{'round 1 s':>11}{'run s':>8}"
         f"{'peak RSS GiB':>14}{'peak PSS GiB':>14}{'procs':>7}"

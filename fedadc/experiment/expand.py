@@ -32,8 +32,9 @@ from hydra.errors import HydraException
 from fedadc.config import RunConfig, compose, conf_dir, to_dict
 
 EXPERIMENT_KEY = "experiment"
-IGNORED_FOR_IDENTITY = ("results_dir",)
-"""RunConfig fields that do not change what a run computes (left out of its identity)."""
+IGNORED_FOR_IDENTITY = ("results_dir", "device")
+"""RunConfig fields that do not change what a run computes (left out of its identity), so
+that a sweep resumed elsewhere or on another GPU finds its finished runs."""
 
 _SIMPLE = re.compile(r"^[A-Za-z0-9_./:+\-]+$")
 _KEYWORDS = {"null", "true", "false", "nan", "inf", "-inf"}

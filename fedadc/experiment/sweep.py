@@ -38,18 +38,21 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+\-]")
 
 
 def run_name(run: RunConfig) -> str:
-    """``<method>[-<ratio tags>]-<partition>-s<seed>-<hash>``, e.g. ``adc-xi0.1-dirichlet0.5-
-    s0-3f2a9c1e``; the hash covers the whole resolved config."""
+    """``<method>[-<ratio tags>][-<partition>]-s<seed>-<hash>``, e.g.
+    ``adc-xi0.1-dirichlet0.5-s0-3f2a9c1e`` (no partition with one client); the hash covers
+    the resolved config but :data:`IGNORED_FOR_IDENTITY` (results dir, device)."""
     parts = [run.method.name]
     for key, tag in RATIO_TAGS.items():
         value = run.method.params.get(key)
         if value is not None:
             parts.append(f"{tag}{value:g}" if isinstance(value, (int, float)) else f"{tag}{value}")
-    partition = run.partition.kind
-    if partition == "dirichlet":
-        partition += f"{run.partition.alpha:g}"
+    if run.federation.num_clients > 1:  # one client holds everything: no partition
+        partition = run.partition.kind
+        if partition == "dirichlet":
+            partition += f"{run.partition.alpha:g}"
+        parts.append(partition)
     digest = hashlib.sha1(config_identity(run).encode()).hexdigest()[:8]
-    parts += [partition, f"s{run.seed}", digest]
+    parts += [f"s{run.seed}", digest]
     return _UNSAFE.sub("_", "-".join(parts))
 
 
@@ -69,7 +72,8 @@ def run_experiment(
 ) -> Path:
     """Compose ``overrides``, run them under ``out_root`` unless already finished; returns
     the run directory. ``runner``: ``reference`` (in-process) or ``flower`` (``flwr run``
-    simulation; options ``flwr_home``, ``federation_config``, ``timeout_s``)."""
+    simulation; options ``flwr_home``, ``ports``, ``federation_config``, ``timeout_s``
+    of :func:`fedadc.experiment.flower_runner.run_flower`)."""
     planned = PlannedRun(tuple(overrides), compose(list(overrides)))
     return run_planned(
         planned, runner=runner, out_root=out_root, progress=progress, **runner_options
