@@ -11,7 +11,9 @@ method (``identity`` is Base):
 
 Payloads travel as bytes (``to_bytes``/``from_bytes``) between the two, outside the timers.
 Methods run interleaved (the order rotates every repetition) so machine noise hits all of
-them alike; medians and ratios to Base are printed.
+them alike; medians and ratios to Base are printed, of wall time and of the process's CPU
+time (``time.process_time``: on a shared machine the wall time also holds the time spent
+waiting for a core, the CPU time does not; with ``--threads 1`` it is free of OpenMP spinning).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` around the same client and
 server steps (forward and backward), run once per method before the timed repetitions (it
@@ -181,6 +183,8 @@ class Side:
     def __init__(self, counting: bool) -> None:
         self.counting = counting
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        """CPU time of this process (all threads): what the step computed, not what it waited."""
         self.own_seconds = 0.0
         """Time in the method's own calls (plan, encode, receive, en/decode_gradient)."""
         self.flops = Flops()
@@ -188,9 +192,10 @@ class Side:
     @contextlib.contextmanager
     def segment(self, own: bool = False) -> Iterator[None]:
         if not self.counting:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             yield
             elapsed = time.perf_counter() - t0
+            self.cpu_seconds += time.process_time() - c0
             self.seconds += elapsed
             self.own_seconds += elapsed if own else 0.0
             return
@@ -274,7 +279,10 @@ def main() -> None:
     p.add_argument("--model", default="deit_tiny_patch16_224")
     p.add_argument("--split-at", type=int, default=3)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.methods[0] != "identity":
         args.methods = ["identity", *[m for m in args.methods if m != "identity"]]
     started = time.time()
@@ -303,6 +311,7 @@ def main() -> None:
     # --- time: interleaved repetitions, rotating order -------------------------------------
     times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in compressors}
     own: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in compressors}
+    cpu: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in compressors}
     names = list(compressors)
     for rep in range(args.reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
@@ -312,10 +321,12 @@ def main() -> None:
             times[name][1].append(server.seconds)
             own[name][0].append(client.own_seconds)
             own[name][1].append(server.own_seconds)
+            cpu[name][0].append(client.cpu_seconds)
+            cpu[name][1].append(server.cpu_seconds)
         print(f"rep {rep + 1}/{args.reps} done ({time.time() - started:.0f} s)", flush=True)
     fused_head, explicit_head = bench.paper_style_head()
 
-    report(args, compressors, flops, times, own, kmeans_calls, fused_head, explicit_head)
+    report(args, compressors, flops, times, own, cpu, kmeans_calls, fused_head, explicit_head)
     print(
         f"\n{datetime.date.today()} {platform.node()} {platform.processor() or platform.machine()}"
         f"; {time.time() - started:.0f} s in all"
@@ -328,6 +339,7 @@ def report(
     flops: dict[str, tuple[Flops, Flops]],
     times: dict[str, tuple[list[float], list[float]]],
     own: dict[str, tuple[list[float], list[float]]],
+    cpu: dict[str, tuple[list[float], list[float]]],
     kmeans_calls: list[KMeansCall],
     fused_head: int,
     explicit_head: int,
@@ -348,22 +360,24 @@ def report(
             f"{sf.total / 1e9:>13.2f}{sf.total / base_f[1]:>8.4f}"
         )
     print(
-        "\nThe method's own calls (client: make_plan + encode + decode_gradient; server: "
-        "receive + encode_gradient;\nbackward through a decoder is in the model's time), "
-        "median ms and share of Base's median step;\nfastest repetition's step ratio "
-        "(contention only adds time):"
+        "\nCPU time of the process (all threads; what contention for the cores does not "
+        "inflate, as waiting\nis not counted), median ms and ratio to Base; and the method's "
+        "own calls (client: make_plan +\nencode + decode_gradient; server: receive + "
+        "encode_gradient; backward through a decoder is\nmodel time), median wall ms and "
+        "share of Base's median step:"
     )
     print(
-        f"{'method':<13}{'client own ms':>14}{'/ base step':>12}{'server own ms':>14}"
-        f"{'/ base step':>12}{'cl min/base':>12}{'sv min/base':>12}"
+        f"{'method':<13}{'client cpu ms':>14}{'cl/base':>8}{'server cpu ms':>14}{'sv/base':>8}"
+        f"{'client own ms':>14}{'/ step':>8}{'server own ms':>14}{'/ step':>8}"
     )
-    base_min = (min(times["identity"][0]), min(times["identity"][1]))
+    base_cpu = (statistics.median(cpu["identity"][0]), statistics.median(cpu["identity"][1]))
     for m in compressors:
+        cc, sc = statistics.median(cpu[m][0]), statistics.median(cpu[m][1])
         co, so = statistics.median(own[m][0]), statistics.median(own[m][1])
         print(
-            f"{m:<13}{1000 * co:>14.1f}{co / base_t[0]:>12.4f}{1000 * so:>14.1f}"
-            f"{so / base_t[1]:>12.4f}{min(times[m][0]) / base_min[0]:>12.3f}"
-            f"{min(times[m][1]) / base_min[1]:>12.3f}"
+            f"{m:<13}{1000 * cc:>14.0f}{cc / base_cpu[0]:>8.3f}{1000 * sc:>14.0f}"
+            f"{sc / base_cpu[1]:>8.3f}{1000 * co:>14.1f}{co / base_t[0]:>8.4f}"
+            f"{1000 * so:>14.1f}{so / base_t[1]:>8.4f}"
         )
     print(
         "\nGFLOP = torch FlopCounterMode (matmul/conv/attention, forward + backward, attention "

@@ -69,8 +69,9 @@ def test_digits_quick_has_every_method_and_runs_base_once_per_seed(plans):
     assert methods.count("identity") == 2 and methods.count("adc") == 6
     assert len({p.identity for p in runs}) == len(runs)
     for p in runs:
-        assert p.run.data.source == "digits" and p.run.partition.kind == "dirichlet"
-        assert p.run.federation.rounds == 10 and p.run.threads == 1
+        assert p.run.data.source == "digits" and p.run.federation.mode == "sl"
+        assert p.run.federation.budget_epochs == 1.0 and p.run.threads == 1
+        assert p.run.federation.budget_scope == "activations"  # equal communication
         _build_compressor(p.run)
 
 
