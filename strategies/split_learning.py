@@ -87,11 +87,27 @@ class SplitLearningStrategy:
         result: dict[int, FromClient] = {}
         for reply in replies:
             pid = by_node.get(reply.metadata.src_node_id)
+            if pid is None or pid not in messages:
+                log(WARNING, "ignoring a reply from node %s", reply.metadata.src_node_id)
+                continue
             if reply.has_error():
                 log(WARNING, "client %s failed: %s", pid, reply.error.reason)
                 continue
-            decoded = decode_from_client(reply.content)
-            result[decoded.partition] = decoded
+            try:
+                decoded = decode_from_client(reply.content)
+            except Exception as err:  # a malformed record: the client is dropped, run goes on
+                log(WARNING, "client %s: payload rejected: malformed message (%r)", pid, err)
+                continue
+            # keyed by the node's partition; the server rejects a reply claiming another one
+            result[pid] = decoded
+        silent = sorted(set(messages) - {by_node.get(r.metadata.src_node_id) for r in replies})
+        if silent:
+            log(
+                WARNING,
+                "no reply within federation.timeout_s=%s from clients %s",
+                self.run.federation.timeout_s,
+                silent,
+            )
         return dict(sorted(result.items()))  # arrival order must not matter
 
     # ================================================================ nodes

@@ -129,7 +129,15 @@ class Compressor(nn.Module):
         return Received(leaf=leaf, server_input=server_input, targets=targets.to(device))
 
     def received_leaf(self, payload: Payload) -> torch.Tensor:
-        return payload["activations"].float()
+        """The payload's activations as float32 ``B' x n' x d`` (``1 <= n' <= n``)."""
+        leaf = payload["activations"]
+        spec = self.spec
+        if leaf.ndim != 3 or leaf.shape[2] != spec.dim or not 1 <= leaf.shape[1] <= spec.num_tokens:
+            raise PayloadError(
+                f"{self.name} activations must be B x k x {spec.dim} with "
+                f"1 <= k <= {spec.num_tokens} tokens, got {tuple(leaf.shape)}"
+            )
+        return leaf.float()
 
     def decoder_forward(self, leaf: torch.Tensor, payload: Payload) -> torch.Tensor:
         """The differentiable server-side transform; default identity."""
@@ -138,6 +146,46 @@ class Compressor(nn.Module):
     def encode_gradient(self, grad: torch.Tensor, payload: Payload) -> Payload:
         """Payload of the gradient w.r.t. the received leaf; default float32."""
         return Payload().add("gradients", grad, Kind.GRADIENTS)
+
+    # ---------------------------------------------------------------- validation
+    def expected_tensors(self) -> dict[str, str]:
+        """Tensor names of a forward payload and the dtype class each must have:
+        ``float``, ``int`` (any integer), ``uint8`` or ``label`` (integer class ids or
+        float soft labels). Override when a method sends something else."""
+        return {"activations": "float", "labels": "label"}
+
+    def num_samples(self, payload: Payload, leaf: torch.Tensor) -> int:
+        """How many samples (label rows) the server trains on from ``payload``."""
+        return int(leaf.shape[0])
+
+    def validate_payload(self, payload: Payload, max_samples: int) -> None:
+        """Check a received forward payload before the tail trains on it.
+
+        Names and dtypes (:meth:`expected_tensors`), the method's shapes (its
+        :meth:`received_leaf`), finite values, at most ``max_samples`` rows (the client
+        batch size) and labels that fit (:meth:`check_targets`). Raises
+        :class:`PayloadError` naming the problem; never touches parameters.
+        """
+        expected = self.expected_tensors()
+        if set(payload.tensors) != set(expected):
+            raise PayloadError(
+                f"{self.name} payload must hold tensors {sorted(expected)}, "
+                f"got {sorted(payload.tensors)}"
+            )
+        for name, want in expected.items():
+            dtype = payload.tensors[name].dtype
+            if not _dtype_matches(dtype, want):
+                raise PayloadError(f"{self.name} payload {name!r} must be {want}, got {dtype}")
+        leaf = self.received_leaf(payload)
+        if not torch.isfinite(leaf).all():
+            raise PayloadError("activations contain NaN or Inf")
+        samples = self.num_samples(payload, leaf)
+        if not 1 <= leaf.shape[0] <= max_samples or not 1 <= samples <= max_samples:
+            raise PayloadError(
+                f"payload has {leaf.shape[0]} rows for {samples} samples; the batch size "
+                f"allows 1 to {max_samples}"
+            )
+        self.check_targets(payload["labels"], samples)
 
     # ---------------------------------------------------------------- evaluation
     def eval_forward(
@@ -184,8 +232,49 @@ class Compressor(nn.Module):
                 )
             if not torch.isfinite(targets).all():
                 raise PayloadError("soft labels contain NaN or Inf")
+            sums = targets.double().sum(dim=1)
+            if bool((targets < 0).any()) or not torch.allclose(
+                sums, torch.ones_like(sums), atol=SOFT_LABEL_TOLERANCE, rtol=0
+            ):
+                raise PayloadError(
+                    "soft labels must be non-negative rows summing to 1, got rows summing to "
+                    f"[{float(sums.min()):.4g}, {float(sums.max()):.4g}] with minimum "
+                    f"{float(targets.min()):.4g}"
+                )
         else:
+            if targets.ndim != 1:
+                raise PayloadError(
+                    f"hard labels must be a vector of {num_samples} class ids, "
+                    f"got shape {tuple(targets.shape)}"
+                )
             check_label_range(targets, self.spec.num_classes, error=PayloadError)
+
+
+SOFT_LABEL_TOLERANCE = 1e-2
+"""How far a soft-label row may sum from 1 (float16 on the wire rounds each entry)."""
+
+_INTEGER_DTYPES = (
+    torch.uint8,
+    torch.uint16,
+    torch.uint32,
+    torch.uint64,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+)
+
+
+def _dtype_matches(dtype: torch.dtype, want: str) -> bool:
+    if want == "float":
+        return dtype.is_floating_point
+    if want == "int":
+        return dtype in _INTEGER_DTYPES
+    if want == "uint8":
+        return dtype == torch.uint8
+    if want == "label":
+        return dtype.is_floating_point or dtype in _INTEGER_DTYPES
+    raise ValueError(f"unknown dtype class {want!r}")
 
 
 def check_label_range(

@@ -77,6 +77,9 @@ class C3SL(Compressor):
             )
         return encoded.float()
 
+    def num_samples(self, payload: Payload, leaf: torch.Tensor) -> int:
+        return self._batch_size(payload, leaf.shape[0])
+
     def decoder_forward(self, leaf: torch.Tensor, payload: Payload) -> torch.Tensor:
         batch = self._batch_size(payload, leaf.shape[0])
         features = self.spec.sample_features

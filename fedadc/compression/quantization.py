@@ -153,6 +153,9 @@ class UniformQuantization(Compressor):
         return self._unpack(payload, "gradients", "gradient_scales")
 
     # ---------------------------------------------------------------- server side
+    def expected_tensors(self) -> dict[str, str]:
+        return {"activations": "uint8", "scales": "float", "labels": "label"}
+
     def received_leaf(self, payload: Payload) -> torch.Tensor:
         return self._unpack(payload, "activations", "scales")
 

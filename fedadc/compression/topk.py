@@ -106,6 +106,13 @@ class TopK(Compressor):
         return idx.to(tokens.device)
 
     # ---------------------------------------------------------------- server side
+    def expected_tensors(self) -> dict[str, str]:
+        return {"activations": "float", "indices": "int", "labels": "label"}
+
+    def validate_payload(self, payload: Payload, max_samples: int) -> None:
+        super().validate_payload(payload, max_samples)
+        self._received_indices(payload, payload["activations"].shape[0])
+
     def received_leaf(self, payload: Payload) -> torch.Tensor:
         values = payload["activations"]
         if values.ndim != 2 or values.shape[1] != self.k:

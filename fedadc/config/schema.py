@@ -145,6 +145,9 @@ class FederationConfig:
     budget_scope: str = "all"
     eval_every: int = 1
     timeout_s: float = 600.0
+    max_payload_bytes: int | None = None
+    """Largest payload (one step's bytes) the server accepts from a client; None: twice
+    the uncompressed B x n x d float32 size plus labels and headers."""
 
     def __post_init__(self) -> None:
         _choice("federation", "mode", self.mode, MODES)
@@ -164,6 +167,15 @@ class FederationConfig:
             raise ValueError(
                 f"federation.fraction_train must be in (0, 1], got {self.fraction_train}"
             )
+        if self.min_train_clients > self.num_clients:
+            raise ValueError(
+                f"federation.min_train_clients={self.min_train_clients} can never be met with "
+                f"federation.num_clients={self.num_clients}; lower it or add clients"
+            )
+        if self.timeout_s <= 0:
+            raise ValueError(f"federation.timeout_s must be > 0, got {self.timeout_s}")
+        if self.max_payload_bytes is not None:
+            _at_least("federation", "max_payload_bytes", self.max_payload_bytes, 1)
         if self.budget_epochs is not None and self.budget_epochs <= 0:
             raise ValueError(f"federation.budget_epochs must be > 0, got {self.budget_epochs}")
 

@@ -24,6 +24,7 @@ from fedadc.data.tensors import ImageData
 from fedadc.federated.build import load_data
 from fedadc.federated.messages import FromClient, ToClient
 from fedadc.federated.server import FederatedServer
+from fedadc.federated.validation import RejectedPayload
 from fedadc.seeding import generator
 
 log = logging.getLogger("fedadc")
@@ -69,6 +70,8 @@ class SplitLearningRounds:
         self.on_round = on_round
         self._last_exchange_bytes = 0
         self._budget_hit = False
+        self.rejected: list[tuple[int, RejectedPayload]] = []
+        """(round, error) of every reply the server rejected."""
         fed = run.federation
         if fed.messages_steps > 1:
             log.warning(
@@ -136,11 +139,15 @@ class SplitLearningRounds:
     def check_enough_clients(
         self, rnd: int, clients: list[int], heads: dict[int, FromClient]
     ) -> None:
-        minimum = min(self.run_config.federation.min_train_clients, len(clients))
-        if not heads or len(heads) < minimum:
+        self._require(rnd, len(clients), len(heads))
+
+    def _require(self, rnd: int, sampled: int, finished: int) -> None:
+        wanted = self.run_config.federation.min_train_clients
+        if finished < max(1, min(wanted, sampled)):
             raise RuntimeError(
-                f"round {rnd}: only {len(heads)} of {len(clients)} clients finished, fewer than "
-                f"federation.min_train_clients={self.run_config.federation.min_train_clients}"
+                f"round {rnd}: only {finished} of {sampled} clients finished, fewer than "
+                f"federation.min_train_clients={wanted}; the run stops (failed or rejected "
+                "clients are logged above)"
             )
 
     # ================================================================ exchange
@@ -174,13 +181,33 @@ class SplitLearningRounds:
                 return replies
 
     def _exchange(self, rnd: int, messages: dict[int, ToClient]) -> dict[int, FromClient]:
+        """Send ``messages``; return the replies that came back and passed validation.
+
+        A client that failed (no reply) or whose reply is rejected is dropped from the rest
+        of the round: its head is not averaged and none of the rejected reply's payloads
+        reaches the tail; tail steps already taken on its earlier, valid payloads stay
+        (docs/faults.md).
+        """
         self.server.send(messages, rnd)
         replies = self.transport.exchange(messages)
         lost = sorted(set(messages) - set(replies))
         if lost:
-            # their partial work is discarded: no head upload; tail steps already taken stay
             log.warning("round %d: clients %s failed and are dropped from this round", rnd, lost)
-        return replies
+        accepted: dict[int, FromClient] = {}
+        for pid, reply in sorted(replies.items()):
+            if pid not in messages:
+                log.warning(
+                    "round %d: ignoring a reply from client %d, which was not asked", rnd, pid
+                )
+                continue
+            try:
+                self.server.validate(pid, messages[pid], reply)
+            except RejectedPayload as err:
+                log.warning("round %d: %s; dropped from this round", rnd, err)
+                self.rejected.append((rnd, err))
+                continue
+            accepted[pid] = reply
+        return accepted
 
     def _budget_exhausted(self, extra: int = 0) -> bool:
         """Would spending ``extra`` more bytes exceed the budget?"""
@@ -245,11 +272,19 @@ class SequentialRounds(SplitLearningRounds):
 
     def train_round(self, rnd: int, clients: list[int]) -> dict[int, FromClient]:
         head, last = self.server.global_head, {}
+        self._finished = 0
         for c in clients:
             got = self.run_clients(rnd, [c], head)
             if c in got:  # a failed client is skipped; the head goes on from the last one
                 head, last = got[c].head, got
+                self._finished += 1
         return last
+
+    def check_enough_clients(
+        self, rnd: int, clients: list[int], heads: dict[int, FromClient]
+    ) -> None:
+        # only the last head is kept, but every client that finished counts
+        self._require(rnd, len(clients), self._finished)
 
     def aggregate_heads(self, rnd: int, heads: dict[int, FromClient]) -> None:
         (reply,) = heads.values()

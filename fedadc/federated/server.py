@@ -10,6 +10,7 @@ from fedadc.config.schema import RunConfig
 from fedadc.data.tensors import ImageData
 from fedadc.federated.build import build_split, client_modules, load_weights, weights_payload
 from fedadc.federated.messages import FromClient, ToClient
+from fedadc.federated.validation import ReplyValidator
 from fedadc.train.evaluate import EvalResult, evaluate
 from fedadc.train.roles import SplitServer
 from fedadc.wire.ledger import Ledger
@@ -41,6 +42,13 @@ class FederatedServer:
         self.tail_step = SplitServer(self.split.tail, self.compressor, optimizer, run.device)
         self.global_head = weights_payload(self.client_side).to_bytes()
         self.losses: list[float] = []
+        self.validator = ReplyValidator(run, self.spec, self.compressor, self.global_head)
+
+    # ---------------------------------------------------------------- validation
+    def validate(self, pid: int, message: ToClient, reply: FromClient) -> None:
+        """Raise :class:`~fedadc.federated.validation.RejectedPayload` unless ``reply`` is
+        safe to train on (before the tail sees any of its payloads)."""
+        self.validator.check(pid, message, reply)
 
     # ---------------------------------------------------------------- accounting
     def send(self, messages: dict[int, ToClient], round_: int) -> dict[int, ToClient]:
