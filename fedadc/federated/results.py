@@ -12,13 +12,17 @@ Layout::
 
 ``resume`` continues from ``checkpoint.pt``: clients keep no state across rounds and every
 random choice is derived from (seed, round, step), so a resumed run ends where an
-uninterrupted one does.
+uninterrupted one does. The server may be killed at any point: the checkpoint is replaced
+atomically (written to a temporary file, flushed, then ``os.replace``d), and resuming
+rewrites ``metrics.jsonl`` from the checkpoint's history, so a kill between appending a
+round's metrics and checkpointing it leaves no duplicate or missing round.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +34,33 @@ from fedadc.federated.server import FederatedServer
 from fedadc.wire.ledger import MessageRecord
 
 log = logging.getLogger("fedadc")
+
+
+RESUMABLE_CHANGES = frozenset(
+    {
+        "federation.rounds",
+        "federation.budget_epochs",
+        "federation.timeout_s",
+        "results_dir",
+    }
+)
+"""Config keys a resumed run may change (extend the run, or move its directory)."""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key not in ("kwargs", "params"):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 class RunDirectory:
@@ -46,7 +77,7 @@ class RunDirectory:
             path = root / f"{name}-{suffix}"
             suffix += 1
         path.mkdir(parents=True)
-        (path / "config.json").write_text(json.dumps(asdict(run), indent=2, default=str))
+        _write_atomic(path / "config.json", json.dumps(asdict(run), indent=2, default=str))
         log.info("results directory: %s", path)
         return cls(path)
 
@@ -67,19 +98,55 @@ class RunDirectory:
             "ledger": [asdict(r) for r in server.ledger.records],
         }
         tmp = self.path / "checkpoint.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.path / "checkpoint.pt")  # atomic: a kill never leaves half a file
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path / "checkpoint.pt")  # atomic: a kill never leaves half a file
 
     def load_checkpoint(self, server: FederatedServer) -> tuple[int, list[dict[str, float]]]:
-        """Restore ``server`` in place; returns (last finished round, history)."""
-        state = torch.load(self.path / "checkpoint.pt", weights_only=False)
+        """Restore ``server`` in place; returns (last finished round, history).
+
+        Refuses a run whose configuration differs from the one that wrote the directory
+        (except :data:`RESUMABLE_CHANGES`), and rewrites ``metrics.jsonl`` to exactly the
+        checkpointed rounds.
+        """
+        self.check_same_config(server.run)
+        checkpoint = self.path / "checkpoint.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(
+                f"cannot resume: no checkpoint.pt in {self.path} (the run stopped before its "
+                "first round finished; start it again without resume)"
+            )
+        state = torch.load(checkpoint, weights_only=False)
         server.set_global_head(state["global_head"])
         server.split.tail.load_state_dict(state["tail"])
         server.compressor.decoder.load_state_dict(state["decoder"])
         server.tail_step.optimizer.load_state_dict(state["tail_optimizer"])
         server.losses = list(state["losses"])
         server.ledger.records = [MessageRecord(**r) for r in state["ledger"]]
-        return state["round"], state["history"]
+        history = state["history"]
+        _write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        return state["round"], history
+
+    def check_same_config(self, run: RunConfig) -> None:
+        """``ValueError`` naming the keys where ``run`` differs from the saved config."""
+        saved_path = self.path / "config.json"
+        if not saved_path.is_file():
+            raise FileNotFoundError(f"cannot resume: {self.path} has no config.json")
+        saved = _flatten(json.loads(saved_path.read_text()))
+        now = _flatten(json.loads(json.dumps(asdict(run), default=str)))
+        changed = sorted(
+            k
+            for k in set(saved) | set(now)
+            if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES
+        )
+        if changed:
+            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"cannot resume {self.path}: the configuration differs from the saved one "
+                f"({diffs}); only {sorted(RESUMABLE_CHANGES)} may change on resume"
+            )
 
     # ---------------------------------------------------------------- final
     def finish(
@@ -93,7 +160,7 @@ class RunDirectory:
             "wall_s": history[-1]["wall_s"] if history else 0.0,
             **server.ledger.summary(),
         }
-        (self.path / "summary.json").write_text(json.dumps(summary, indent=2))
+        _write_atomic(self.path / "summary.json", json.dumps(summary, indent=2))
         server.ledger.write_csv(self.path / "ledger.csv")
         self.plot(history)
         log.info("results written to %s", self.path)
