@@ -36,10 +36,17 @@ class LocalFlower:
             self.ports = (a.getsockname()[1], b.getsockname()[1])
 
     def run(
-        self, results: Path, *, extra: str = "", workers: int = 1, flat: dict | None = None
+        self,
+        results: Path,
+        *,
+        extra: str = "",
+        workers: int = 1,
+        flat: dict | None = None,
+        app: Path = ROOT,
     ) -> tuple[Path, str]:
-        """`flwr run` with ``flat`` (default TINY_RUN) + ``extra`` run config; returns the
-        run directory it wrote under ``results`` and the streamed output."""
+        """`flwr run` of ``app`` (default: this project) with ``flat`` (default TINY_RUN) +
+        ``extra`` run config; returns the run directory it wrote under ``results`` and the
+        streamed output."""
         flat = TINY_RUN if flat is None else flat
         run_config = (
             " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in flat.items())
@@ -59,7 +66,7 @@ class LocalFlower:
             [
                 "flwr",
                 "run",
-                str(ROOT),
+                str(app),
                 "--stream",
                 "--run-config",
                 run_config,
