@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from flwr.app import RecordDict
 
 from fedadc.config import compose, overrides_from_flower
 from fedadc.federated import InProcessTransport, rounds_for
@@ -29,7 +32,7 @@ from fedadc.federated.threads import run_threads
 from fedadc.wire import Payload
 from tests.flower_support import ROOT, TINY_RUN, LocalFlower
 
-pytestmark = pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")
+needs_flwr = pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +99,7 @@ def assert_equals_reference(run_dir: Path, run, reference) -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@needs_flwr
 def test_faulty_clients_are_dropped_for_the_round_and_back_in_the_next(flower, tmp_path):
     """Client 1 crashes on its 2nd step message of round 1 (the one that carries the
     gradient of step 0 and asks for step 1); client 2 answers the same message of round 2
@@ -123,3 +127,62 @@ def test_faulty_clients_are_dropped_for_the_round_and_back_in_the_next(flower, t
     assert sorted(uploads) == [(1, 0), (1, 2), (2, 0), (2, 1)]  # 1 back in round 2
     run, reference = reference_without({2: 1, 1 + steps + 2: 2})
     assert_equals_reference(run_dir, run, reference)
+
+
+# ---------------------------------------------------------------- the strategy's transport
+
+
+class FakeReply:
+    def __init__(self, node: int, content=None, error: str | None = None) -> None:
+        self.metadata = SimpleNamespace(src_node_id=node)
+        self.content = content
+        self.error = SimpleNamespace(reason=error)
+
+    def has_error(self) -> bool:
+        return self.error.reason is not None
+
+
+class FakeGrid:
+    """Answers like Flower's Grid after ``timeout``: only the replies that came back."""
+
+    def __init__(self, replies) -> None:
+        self.replies, self.timeouts = replies, []
+
+    def send_and_receive(self, messages, timeout=None):
+        self.timeouts.append(timeout)
+        return self.replies
+
+
+def test_the_strategy_drops_silent_failed_and_garbled_clients(caplog, monkeypatch):
+    """Client 0 replies, client 1 never replies within federation.timeout_s, client 2
+    replies with an error, client 3 with a record fedadc cannot decode, client 4 with a
+    reply claiming partition 0 (kept under its own partition, for the server to reject)."""
+    from fedadc.federated.messages import FromClient, ToClient
+    from strategies import split_learning
+    from strategies.codec import encode_from_client
+    from strategies.split_learning import SplitLearningStrategy
+
+    run = compose(
+        [*overrides_from_flower({**TINY_RUN, "num-clients": 5}), "federation.timeout_s=7"]
+    )
+    nodes = {pid: 100 + pid for pid in range(5)}
+    grid = FakeGrid(
+        [
+            FakeReply(100, encode_from_client(FromClient(partition=0))),
+            FakeReply(102, error="ClientApp raised"),
+            FakeReply(103, RecordDict()),
+            FakeReply(104, encode_from_client(FromClient(partition=0))),
+        ]
+    )
+    # outside a running ServerApp Flower cannot build a Message; the grid is fake anyway
+    monkeypatch.setattr(split_learning, "Message", lambda **fields: fields)
+    strategy = SplitLearningStrategy(run)
+    strategy.grid, strategy.nodes = grid, nodes
+    with caplog.at_level(logging.WARNING):
+        got = strategy.exchange({pid: ToClient(1, 0, 1) for pid in range(5)})
+    assert grid.timeouts == [7.0]
+    assert sorted(got) == [0, 4] and got[4].partition == 0
+    text = caplog.text
+    assert "no reply within federation.timeout_s=7.0 from clients [1]" in text
+    assert "client 2 failed: ClientApp raised" in text
+    assert "client 3: payload rejected: malformed message" in text
