@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client_app.state import ContextState
+from fedadc.config.schema import RunConfig
 from fedadc.federated.build import client_data
 from fedadc.federated.client import FederatedClient
 from fedadc.federated.threads import run_threads
@@ -14,6 +17,24 @@ from strategies.codec import decode_to_client, encode_from_client
 from strategies.run_config import run_config
 
 app = ClientApp()
+
+PATH_SOURCES = ("disk", "imagefolder", "parquet")
+
+
+def _node_run(context: Context) -> RunConfig:
+    """The run's config as this node sees it: a node config ``data-path=DIR`` says where
+    this device stores the run's dataset (it replaces ``data.path``; the partition still
+    selects the node's share, so every device must hold the same dataset)."""
+    run = run_config(context)
+    path = context.node_config.get("data-path")
+    if path is None or path == "":
+        return run
+    if run.data.source not in PATH_SOURCES:
+        raise ValueError(
+            f"node config data-path={path!r} needs a run with data.source in {PATH_SOURCES} "
+            f"(this run has data.source={run.data.source}); drop data-path or change the data"
+        )
+    return dataclasses.replace(run, data=dataclasses.replace(run.data, path=str(path)))
 
 
 def _partition(context: Context, num_clients: int) -> int:
@@ -35,7 +56,7 @@ def _partition(context: Context, num_clients: int) -> int:
 
 @app.query("info")
 def info(msg: Message, context: Context) -> Message:
-    run = run_config(context)
+    run = _node_run(context)
     pid = _partition(context, run.federation.num_clients)
     data = client_data(run, pid)
     hist = torch.bincount(data.labels).tolist()
@@ -47,7 +68,7 @@ def info(msg: Message, context: Context) -> Message:
 
 @app.train("step")
 def step(msg: Message, context: Context) -> Message:
-    run = run_config(context)
+    run = _node_run(context)
     pid = _partition(context, run.federation.num_clients)
     with run_threads(run):
         client = FederatedClient(run, pid, ContextState(context))
