@@ -108,10 +108,78 @@ def test_every_group_option_builds(group: str, option: str) -> None:
 
 
 def test_unknown_group_option_lists_available() -> None:
-    with pytest.raises(ValueError, match="method/nope") as info:
+    with pytest.raises(ValueError, match="config group 'method' has no option 'nope'") as info:
         compose(["method=nope"])
     for name in METHOD_YAMLS:
         assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, key, choices",
+    [
+        (["federation=nope"], "config group 'federation'", ["sfl", "sl"]),
+        (["partition=nope"], "config group 'partition'", ["dirichlet", "iid", "pathological"]),
+        (["model=nope"], "config group 'model'", ["vit_micro", "deit_tiny"]),
+        (["data=nope"], "config group 'data'", ["digits", "parquet"]),
+        (["method.name=nope"], "method.name", ["adc", "topk", "quantization"]),
+        (["federation.mode=nope"], "federation.mode", ["sfl", "sl"]),
+        (["partition.kind=nope"], "partition.kind", ["iid", "dirichlet", "pathological"]),
+        (["data.source=nope"], "data.source", ["digits", "hub", "parquet"]),
+        (["federation.head_update=x"], "federation.head_update", ["accumulated", "stale"]),
+        (["federation.budget_scope=x"], "federation.budget_scope", ["all", "activations"]),
+        (["wire.soft_label_dtype=x"], "wire.soft_label_dtype", ["float32", "float16"]),
+        (["wire.hard_label_dtype=x"], "wire.hard_label_dtype", ["int64", "int16"]),
+        (["method.params.mode=x"], "method.params.mode", ["double", "merge_only", "tokens_only"]),
+        (["method.params.feature=x"], "method.params.feature", ["attention", "cls", "mean"]),
+        (["method.params.split_rule=x"], "method.params.split_rule", ["sqrt", "authors_code"]),
+        (["method.params.kmeans_backend=x"], "method.params.kmeans_backend", ["torch", "sklearn"]),
+        (["model.name=deit_tiny_patch16_22"], "model.name", ["deit_tiny_patch16_224"]),
+        (["device=tpu"], "device", ["cpu", "cuda"]),
+    ],
+)
+def test_invalid_choices_name_the_key_and_the_choices(
+    overrides: list[str], key: str, choices: list[str]
+) -> None:
+    """Fails at compose time, i.e. before any data, model or training."""
+    with pytest.raises(ValueError) as info:
+        compose(overrides)
+    assert key in str(info.value)
+    for choice in choices:
+        assert repr(choice) in str(info.value) or choice in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "flat, key, choices",
+    [
+        ({"method": "nope"}, "'method'", METHOD_YAMLS),
+        ({"mode": "nope"}, "'mode'", ["sfl", "sl"]),
+        ({"partition": "nope"}, "'partition'", ["dirichlet", "iid", "pathological"]),
+        ({"model": "nope"}, "'model'", ["deit_small", "deit_tiny", "vit_base", "vit_micro"]),
+        ({"data": "nope"}, "'data'", ["digits", "parquet"]),
+    ],
+)
+def test_flower_group_choices_name_the_flower_key(flat: dict, key: str, choices: list[str]) -> None:
+    with pytest.raises(ValueError, match=f"Flower run-config {key} has no choice 'nope'") as info:
+        compose(overrides_from_flower(flat))
+    for choice in choices:
+        assert repr(choice) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method=topk", "method.params.ratio=2"], r"method\.params\.ratio must be in \(0, 1\]"),
+        (["method=c3sl", "method.params.group_size=0"], r"method\.params\.group_size"),
+        (["method=topk", "~method.params.ratio"], r"needs method\.params \['ratio'\]"),
+        (["federation.min_train_clients=11"], r"federation\.min_train_clients=11 can never"),
+        (["federation.timeout_s=0"], r"federation\.timeout_s must be > 0"),
+        (["federation.max_payload_bytes=0"], r"federation\.max_payload_bytes must be >= 1"),
+        (["threads=0"], r"threads must be >= 1"),
+    ],
+)
+def test_invalid_values_fail_at_compose_time(overrides: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        compose(overrides)
 
 
 @pytest.mark.parametrize("override", ["+federation.roundz=3", "federation.roundz=3"])

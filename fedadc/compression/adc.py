@@ -22,6 +22,7 @@ import torch
 from fedadc.compression import adc_math
 from fedadc.compression.base import Compressor, Encoded, Plan
 from fedadc.compression.registry import register_compressor
+from fedadc.kmeans import BACKENDS as KMEANS_BACKENDS
 from fedadc.kmeans import kmeans
 from fedadc.model.spec import TokenSpec
 from fedadc.wire.payload import Kind, Payload, PayloadError
@@ -65,6 +66,10 @@ class ADC(Compressor):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if feature not in FEATURES:
             raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
+        if kmeans_backend not in KMEANS_BACKENDS:
+            raise ValueError(
+                f"kmeans_backend must be one of {KMEANS_BACKENDS}, got {kmeans_backend!r}"
+            )
         self.batch_ratio, self.token_ratio = _resolve_ratios(
             xi, split_rule, batch_ratio, token_ratio, mode
         )

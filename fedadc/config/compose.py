@@ -190,8 +190,21 @@ def _prepare_overrides(overrides: list[str], directory: Path) -> list[str]:
             _check_key(key)
             if override.type == OverrideType.CHANGE:
                 text = "++" + text.strip()
+        elif "." not in key and (directory / key).is_dir() and not override.is_delete():
+            value = override.value()
+            if isinstance(value, str) and value not in group_options(key, directory):
+                raise ValueError(
+                    f"config group {key!r} has no option {value!r}; valid choices: "
+                    f"{group_options(key, directory)} (the YAML files in {directory / key})"
+                )
         prepared.append(text)
     return prepared
+
+
+def group_options(group: str, directory: Path | None = None) -> list[str]:
+    """The options of config group ``group``: its YAML files' names."""
+    folder = (directory or conf_dir()) / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 def _check_key(key: str) -> None:
@@ -363,6 +376,11 @@ def overrides_from_flower(run_config: Mapping[str, bool | int | float | str]) ->
         elif dataclasses.is_dataclass(_hints(RunConfig).get(hydra_key)):  # a group
             if not _GROUP_OPTION.match(value):
                 raise ValueError(f"Flower run-config {flower_key!r}: bad option name {value!r}")
+            if value not in group_options(hydra_key):
+                raise ValueError(
+                    f"Flower run-config {flower_key!r} has no choice {value!r}; valid choices: "
+                    f"{group_options(hydra_key)}"
+                )
             groups.append(f"{hydra_key}={value}")
         else:
             if flower_key not in FLOWER_STR_KEYS and (

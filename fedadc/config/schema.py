@@ -7,6 +7,7 @@ the list of valid ones. Library code never sees ``DictConfig`` or Flower's ``Con
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 
 from fedadc.compression.registry import compressor_params, list_compressors
@@ -18,6 +19,9 @@ MODES = ("sfl", "sl")
 BUDGET_SCOPES = ("all", "activations")
 HEAD_UPDATES = ("accumulated", "stale")
 CHANNELS = ("clean",)
+SOFT_LABEL_DTYPES = ("float32", "float16")
+HARD_LABEL_DTYPES = ("int64", "int32", "int16")
+MODEL_EXAMPLES = ("vit_tiny_patch16_224", "deit_tiny_patch16_224", "deit_small_patch16_224")
 
 
 def _choice(group: str, name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -28,6 +32,41 @@ def _choice(group: str, name: str, value: object, choices: tuple[str, ...]) -> N
 def _at_least(group: str, name: str, value: float, low: float) -> None:
     if value < low:
         raise ValueError(f"{group}.{name} must be >= {low}, got {value}")
+
+
+def _check_model_name(name: str) -> None:
+    import timm
+
+    if not timm.is_model(name) and name not in timm.list_models(pretrained=True):
+        vits = timm.list_models("*vit*") + timm.list_models("deit*")
+        close = difflib.get_close_matches(name, vits, n=5) or list(MODEL_EXAMPLES)
+        raise ValueError(
+            f"model.name {name!r} is not a timm model; valid choices are timm's Vision "
+            f"Transformers (timm.list_models('*vit*')), e.g. {close}"
+        )
+
+
+def _check_method_params(name: str, params: dict[str, object], valid: dict[str, object]) -> None:
+    """Build the method on a dummy split, so a bad value fails now, naming its key."""
+    import inspect
+
+    from fedadc.compression.registry import create_compressor
+    from fedadc.model.spec import TokenSpec
+
+    required = sorted(k for k, v in valid.items() if v is inspect.Parameter.empty)
+    missing = [k for k in required if k not in params]
+    if missing and not (name == "adc" and {"batch_ratio", "token_ratio"} <= set(params)):
+        raise ValueError(
+            f"method {name!r} needs method.params {missing} (e.g. set xi=0.1); "
+            f"valid params: {sorted(valid)}"
+        )
+    try:
+        create_compressor(name, TokenSpec(num_tokens=5, dim=4, num_classes=2), **params)
+    except (ValueError, TypeError) as err:
+        text = str(err)
+        if any(text.startswith(k) for k in params):  # "ratio must be ..." names its key
+            raise ValueError(f"method.params.{text}") from None
+        raise ValueError(f"method.params of {name!r}: {text}") from None
 
 
 @dataclass(frozen=True)
@@ -43,6 +82,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _at_least("model", "split_at", self.split_at, 1)
+        _check_model_name(self.name)
 
 
 @dataclass(frozen=True)
@@ -106,6 +146,7 @@ class MethodConfig:
             raise ValueError(
                 f"unknown method.params {unknown} for method {self.name!r}; valid: {sorted(valid)}"
             )
+        _check_method_params(self.name, self.params, valid)
 
 
 @dataclass(frozen=True)
@@ -198,6 +239,10 @@ class WireConfig:
     soft_label_dtype: str = "float32"
     hard_label_dtype: str = "int64"
 
+    def __post_init__(self) -> None:
+        _choice("wire", "soft_label_dtype", self.soft_label_dtype, SOFT_LABEL_DTYPES)
+        _choice("wire", "hard_label_dtype", self.hard_label_dtype, HARD_LABEL_DTYPES)
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -216,6 +261,19 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     wire: WireConfig = field(default_factory=WireConfig)
+
+    def __post_init__(self) -> None:
+        import torch
+
+        try:
+            torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise ValueError(
+                f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:0', "
+                f"got {self.device!r}"
+            ) from None
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (or null: torch's default), got {self.threads}")
 
     @property
     def learning_rate(self) -> float:
