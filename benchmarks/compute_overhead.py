@@ -33,6 +33,10 @@ kernels, so three things are handled explicitly:
 
 Elementwise work (quantization, top-k selection, gathers, merges, softmax, norms) is not
 counted by anyone here: O(B n d) memory-bound operations, a few flops per element.
+
+Also printed: the head's forward FLOPs as the paper's fvcore script would see them (forward
+only, fused attention uncounted) with and without the explicit last block ADC needs, and
+ADC's server FLOPs at several xi and splits of xi (``--adc-sweep``, on the meta device).
 """
 
 from __future__ import annotations
@@ -270,6 +274,38 @@ class Bench:
         return counts[0], counts[1]
 
 
+def adc_server_sweep(model: str, split_at: int, batch: int, xis: list[float]) -> None:
+    """Print ADC's server FLOPs (tail forward + backward) relative to Base at several xi and
+    splits of xi between batch and tokens, counted on the meta device (no compute)."""
+    _, tail, spec = split_vit(model, split_at, num_classes=100)
+    tail = tail.to("meta")
+
+    def count(rows: int, tokens: int) -> int:
+        x = torch.empty(rows, tokens, spec.dim, device="meta", requires_grad=True)
+        target = torch.empty(rows, spec.num_classes, device="meta")
+        counter = FlopCounterMode(display=False)
+        with sdpa_kernel(SDPBackend.MATH), counter:
+            F.cross_entropy(tail(x), target).backward()
+        return counter.get_total_flops()
+
+    base = count(batch, spec.num_tokens)
+    rules = {
+        "sqrt (paper text)": lambda xi: {"xi": xi},
+        "authors_code (T/B=xi^0.2)": lambda xi: {"xi": xi, "split_rule": "authors_code"},
+        # [REL] adc.py, used for the paper's FLOPs: T/B = xi^0.5, k/n = xi^0.25 (a bug)
+        "REL code (k/n=xi^0.25)": lambda xi: {"batch_ratio": xi**0.5, "token_ratio": xi**0.25},
+    }
+    print(f"\nADC server FLOPs / Base (tail fwd + bwd, B={batch}), by xi and split of xi:")
+    print(f"{'split':<28}" + "".join(f"{'xi=' + format(xi, 'g'):>22}" for xi in xis))
+    for label, params in rules.items():
+        cells = []
+        for xi in xis:
+            c: Any = create_compressor("adc", spec, **params(xi))
+            t, k = c.sizes(batch)
+            cells.append(f"{count(t, k) / base:.4f} (T={t},k={k})")
+        print(f"{label:<28}" + "".join(f"{cell:>22}" for cell in cells))
+
+
 # ====================================================================== main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -280,6 +316,13 @@ def main() -> None:
     p.add_argument("--split-at", type=int, default=3)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument(
+        "--adc-sweep",
+        type=float,
+        nargs="*",
+        default=[0.05, 0.1, 0.5],
+        help="xi values for ADC's server FLOPs sweep (meta device, no compute)",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -327,6 +370,8 @@ def main() -> None:
     fused_head, explicit_head = bench.paper_style_head()
 
     report(args, compressors, flops, times, own, cpu, kmeans_calls, fused_head, explicit_head)
+    if args.adc_sweep:
+        adc_server_sweep(args.model, args.split_at, args.batch_size, args.adc_sweep)
     print(
         f"\n{datetime.date.today()} {platform.node()} {platform.processor() or platform.machine()}"
         f"; {time.time() - started:.0f} s in all"
