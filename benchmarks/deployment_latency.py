@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--overrides", default=TINY_RUN["overrides"], help="Hydra overrides")
     parser.add_argument("--simulation", action="store_true", help="also time simulation")
+    parser.add_argument(
+        "--all-first", action="store_true", help="run S=all before S=1 (to see drift)"
+    )
     args = parser.parse_args()
 
     base = {
@@ -64,6 +67,8 @@ def main() -> None:
         "overrides": args.overrides,
     }
     variants = {"1": 1, f"all ({args.local_steps})": 0}
+    if args.all_first:
+        variants = dict(reversed(variants.items()))
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedadc-deploy-bench-") as tmp:
         tmp_path = Path(tmp)
