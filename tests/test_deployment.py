@@ -4,8 +4,8 @@ Both tests start the processes with the scripts in ``deploy/`` and submit the ru
 ``flwr run . <connection> --stream``; `LocalDeployment.stop` kills every process they
 started, also when a test fails. A deployment exchange costs seconds (a ClientApp process
 per message, the SuperNode sleeping between pulls), so the runs are tiny: 2 clients,
-S = all local steps (2 exchanges per round), a 2-layer-head ViT of width 32. About 3
-minutes on 2 CPU cores.
+S = all local steps (2 exchanges per round), a 2-layer-head ViT of width 32; the TLS test
+trains one round. 3-5 minutes on 2 CPU cores (about 12 s per exchange, more under load).
 
 What "equal" means: the same seed and `threads=1` give the same computation in every
 process, and a deployment ClientApp (a new process per message) recomputes what it needs
