@@ -22,6 +22,7 @@ import json
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
@@ -99,14 +100,22 @@ def _n_test() -> int:
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
-    """RUN in simulation (`flwr run` with a private local SuperLink)."""
+    """RUN in simulation (`flwr run` with a private local SuperLink), started in the
+    background: the deployment mostly waits on Flower, so both overlap. A future."""
     flower = LocalFlower(tmp_path_factory.mktemp("sim-home"))
-    try:
-        results = tmp_path_factory.mktemp("sim-results")
+    results = tmp_path_factory.mktemp("sim-results")
+
+    def run() -> dict:
         run_dir, _ = flower.run(results, flat=RUN, workers=1)
         return _results(run_dir)
-    finally:
-        flower.stop_superlink()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(run)
+        try:
+            yield future
+        finally:
+            wait([future], timeout=600)  # never leave it running (errors show in the tests)
+            flower.stop_superlink()
 
 
 @needs_flower
@@ -121,7 +130,7 @@ def test_insecure_deployment_equals_simulation(tmp_path, simulated):
         results.mkdir()
         log = deployment.run(RUN, results)
         assert "round   2" in log and "finished (rounds)" in log
-        _assert_same(_results(_only_run(results)), simulated)
+        _assert_same(_results(_only_run(results)), simulated.result(timeout=600))
     finally:
         deployment.stop()
     assert deployment.alive() == []
@@ -161,7 +170,7 @@ def test_tls_and_node_auth_deployment_refuses_unknown_nodes(tmp_path, simulated)
         log = deployment.run(ONE_ROUND, results)
         assert "finished (rounds)" in log, log[-2000:]
         assert time.monotonic() - started < 300
-        _assert_same_first_round(_results(_only_run(results)), simulated)
+        _assert_same_first_round(_results(_only_run(results)), simulated.result(timeout=600))
     finally:
         deployment.stop()
     assert deployment.alive() == []
