@@ -9,13 +9,18 @@ federation.min_train_clients=<sampled> threads=1``: every round trains the same 
 sampled clients whatever N is (defaults: digits, vit_micro, ADC xi = 0.1, B = 32).
 
 * time per round: differences of metrics.jsonl's cumulative ``wall_s`` (rounds 2..; round 1
-  holds the warm-up), median; evaluation on the test split happens inside every round.
+  holds the warm-up), median and mean; each difference includes the previous round's
+  evaluation on the test split (``wall_s`` is taken just before it).
 * peak memory: every ``--interval`` s the VmRSS (/proc/<pid>/status) of every process of
   the run is summed: the `flwr` CLI, the SuperLink it starts for this FLWR_HOME and all their
   descendants (SuperExec, the simulation process, Ray's GCS/raylet/dashboard/workers).
   Summed RSS counts shared pages (libraries, Ray's shared-memory object store) once per
   process, so it overstates; PSS (/proc/<pid>/smaps_rollup, shared pages split between
   their users) is sampled every 5th tick as the fairer figure.
+
+``--reference`` adds a control: the same run configs in this process through the in-process
+reference (``train_reference``: fedadc's round loop and client/server code without Flower),
+to separate how fedadc's own work per round moves with N from what Flower adds.
 
 After each run the SuperLink is stopped (``pkill -f <FLWR_HOME>``) and any process of the
 run still alive is terminated by pid.
@@ -284,6 +289,28 @@ def _alive(pid: int, start: str) -> bool:
     return bool(fields) and fields[19] == start and fields[0] != "Z" and pid != os.getpid()
 
 
+def reference_walls(n: int, args: argparse.Namespace) -> list[float]:
+    """Cumulative ``wall_s`` per round of the same run config in-process (no Flower)."""
+    import tomllib
+
+    from fedadc.config import FLOWER_INTERNAL_KEYS, compose, overrides_from_flower
+    from fedadc.train.reference import train_reference
+
+    defaults = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    flat = {k: v for k, v in defaults["config"].items() if k not in FLOWER_INTERNAL_KEYS}
+    flat.update(
+        {
+            "num-clients": n,
+            "rounds": args.rounds,
+            "local-steps": args.local_steps,
+            "overrides": f"federation.fraction_train={args.sampled / n!r} "
+            f"federation.min_train_clients={args.sampled} threads=1",
+        }
+    )
+    result = train_reference(compose(overrides_from_flower(flat)))
+    return [row["wall_s"] for row in result.history]
+
+
 # ====================================================================== main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -295,6 +322,7 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=1200, help="per run (s)")
     p.add_argument("--federation-config", default="", help="extra, e.g. client-resources-...")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--reference", action="store_true", help="also run in-process (control)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fedadc-scale-"))
     started = time.time()
@@ -313,21 +341,32 @@ def main() -> None:
             print(f"    {kb / 2**20:5.2f} GiB  {cmd}")
         print(f"    processes seen: {', '.join(r.names)}")
     print(
-        f"\n{'N':>5}{'sampled':>9}{'s/round':>9}{'round 1 s':>11}{'run s':>8}"
+        f"\n{'N':>5}{'sampled':>9}{'s/round':>9}{'mean':>7}{'round 1 s':>11}{'run s':>8}"
         f"{'peak RSS GiB':>14}{'peak PSS GiB':>14}{'procs':>7}"
     )
     for r in results:
         sampled = "/".join(str(s) for s in sorted(set(r.sampled))) or "-"
         first = r.round_walls[0] if r.round_walls else float("nan")
+        walls = r.round_walls
+        mean = (walls[-1] - walls[0]) / (len(walls) - 1) if len(walls) > 1 else float("nan")
         print(
-            f"{r.nodes:>5}{sampled:>9}{r.per_round_s:>9.1f}{first:>11.1f}{r.elapsed_s:>8.0f}"
+            f"{r.nodes:>5}{sampled:>9}{r.per_round_s:>9.1f}{mean:>7.2f}{first:>11.1f}"
+            f"{r.elapsed_s:>8.0f}"
             f"{r.peak_rss_gib:>14.2f}{r.peak_pss_gib:>14.2f}{r.processes:>7}"
         )
     print(
         f"\n{datetime.date.today()} {platform.node()} {os.cpu_count()} cpus; rounds "
         f"{args.rounds} x {args.local_steps} local steps; s/round = median of wall_s "
-        f"differences over rounds 2..; {time.time() - started:.0f} s in all; work dir {work}"
+        f"differences over rounds 2.., mean = their mean; {time.time() - started:.0f} s in all; "
+        f"work dir {work}"
     )
+    if args.reference:
+        print("\nIn-process reference, same configs (fedadc's own work per round):")
+        print(f"{'N':>5}{'s/round':>9}{'mean':>7}")
+        for n in args.nodes:
+            walls = reference_walls(n, args)
+            diffs = [b - a for a, b in itertools.pairwise(walls)]
+            print(f"{n:>5}{statistics.median(diffs):>9.2f}{statistics.mean(diffs):>7.2f}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     sys.exit(0 if all(r.round_walls for r in results) else 1)
