@@ -18,7 +18,7 @@ from fedadc.compression import create_compressor
 from fedadc.config import compose, overrides_from_flower, to_dict
 from fedadc.experiment import expand, load_experiment, plan, run_experiment, run_name
 from fedadc.experiment.cli import main as experiment_main
-from fedadc.experiment.expand import config_identity
+from fedadc.experiment.expand import config_identity, format_value
 from fedadc.experiment.flower_runner import flower_run_config, to_toml
 from fedadc.experiment.report import main as report_main
 from fedadc.model.spec import TokenSpec
@@ -102,6 +102,17 @@ def test_balance_grid_uses_explicit_ratios(plans):
     for p in runs:
         assert "xi" not in p.run.method.params
         _build_compressor(p.run)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain", "with space", "C:\\data\\cifar", "ends\\", "it's", "a,b", "null", 3, 0.5, True, None],
+)
+def test_format_value_reads_back_as_itself_in_hydra(value):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (override,) = OverridesParser.create().parse_overrides([f"key={format_value(value)}"])
+    assert override.value() == value
 
 
 def test_command_line_sweeps_and_replacements():

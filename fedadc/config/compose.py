@@ -391,14 +391,15 @@ def overrides_from_flower(run_config: Mapping[str, bool | int | float | str]) ->
                 )
             if flower_key in FLOWER_NULL_IF_NOT_POSITIVE and value <= 0:
                 value = None
-            values.append(f"{hydra_key}={_hydra_value(value)}")
+            values.append(f"{hydra_key}={hydra_value(value)}")
     return groups + values + extra
 
 
-def _hydra_value(value: bool | int | float | str | None) -> str:
+def hydra_value(value: bool | int | float | str | None) -> str:
     """``value`` in Hydra's override grammar: strings single-quoted so that spaces, commas
-    and brackets stay literal (``${...}`` interpolations still resolve). Hydra reads a
-    backslash as an escape only before a quote or at the end, so only those are doubled."""
+    and brackets stay literal (``${...}`` interpolations still resolve) and read back as
+    exactly themselves: Hydra reads a backslash as an escape only before a quote or at the
+    end, so only those are doubled."""
     if value is None:
         return "null"
     if isinstance(value, bool):

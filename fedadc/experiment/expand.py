@@ -30,6 +30,7 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 
 from fedadc.config import RunConfig, compose, conf_dir, to_dict
+from fedadc.config.compose import hydra_value
 
 EXPERIMENT_KEY = "experiment"
 IGNORED_FOR_IDENTITY = ("results_dir", "device")
@@ -67,21 +68,16 @@ class PlannedRun:
 
 def format_value(value: Any) -> str:
     """``value`` in Hydra's override grammar (strings quoted only when they must be)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
+    if value is None or isinstance(value, (bool, int, float)):
+        return hydra_value(value)
     text = str(value)
     if _SIMPLE.match(text) and text.lower() not in _KEYWORDS:
         return text
-    escaped = text.replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
+    return hydra_value(text)
 
 
 def _parse(overrides: Sequence[str]) -> list[Override]:
