@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from fedadc.model.split import SplitViT, split_vit
+from tests.flower_support import LocalFlower
 
 torch.set_num_threads(1)
 
@@ -26,3 +27,12 @@ def make_tiny_split(split_at: int = 2, seed: int = 0, **overrides: object) -> Sp
 @pytest.fixture
 def tiny_split() -> SplitViT:
     return make_tiny_split()
+
+
+@pytest.fixture(scope="module")
+def flower(tmp_path_factory):
+    """A private FLWR_HOME and SuperLink ports per test module; its SuperLink is stopped
+    after the module."""
+    local = LocalFlower(tmp_path_factory.mktemp("flwr-home"))
+    yield local
+    local.stop_superlink()

@@ -18,16 +18,9 @@ from fedadc.federated.results import RunDirectory
 from fedadc.federated.server import FederatedServer
 from fedadc.train import train_reference
 from fedadc.wire import Payload
-from tests.flower_support import TINY_RUN, LocalFlower
+from tests.flower_support import TINY_RUN
 
 pytestmark = pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")
-
-
-@pytest.fixture(scope="module")
-def flower(tmp_path_factory):
-    local = LocalFlower(tmp_path_factory.mktemp("flwr-home"))
-    yield local
-    local.stop_superlink()
 
 
 def test_flower_simulation_equals_the_in_process_reference(flower, tmp_path):

@@ -30,16 +30,9 @@ from fedadc.federated.results import RunDirectory
 from fedadc.federated.server import FederatedServer
 from fedadc.federated.threads import run_threads
 from fedadc.wire import Payload
-from tests.flower_support import ROOT, TINY_RUN, LocalFlower
+from tests.flower_support import ROOT, TINY_RUN
 
 needs_flwr = pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")
-
-
-@pytest.fixture(scope="module")
-def flower(tmp_path_factory):
-    local = LocalFlower(tmp_path_factory.mktemp("flwr-home"))
-    yield local
-    local.stop_superlink()
 
 
 def faulty_project(where: Path, plan: list[dict]) -> Path:
