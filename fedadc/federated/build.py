@@ -64,8 +64,22 @@ def _load_data(run: RunConfig) -> ImageData:
     in_chans = run.model.kwargs.get("in_chans")
     if in_chans is None and not _from_scratch(run):
         in_chans = 3
+    d = run.data
     return load_image_data(
-        run.data, img_size=model_image_size(run), in_chans=in_chans, seed=run.seed
+        d.source,
+        name=d.name,
+        path=d.path,
+        image_column=d.image_column,
+        label_column=d.label_column,
+        train_split=d.train_split,
+        test_split=d.test_split,
+        test_fraction=d.test_fraction,
+        augment=d.augment,
+        max_train_samples=d.max_train_samples,
+        max_test_samples=d.max_test_samples,
+        img_size=model_image_size(run),
+        in_chans=in_chans,
+        seed=run.seed,
     )
 
 
