@@ -22,7 +22,7 @@ from fedadc.config import (
     to_dict,
     to_run_config,
 )
-from fedadc.config.compose import bits_for, inverse_round
+from fedadc.config.resolvers import bits_for, inverse_round
 
 CONF = conf_dir()
 METHOD_YAMLS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
@@ -92,11 +92,7 @@ def test_every_registered_method_has_a_yaml() -> None:
 
 @pytest.mark.parametrize(
     "group, option",
-    [
-        (g, o)
-        for g in ("model", "data", "partition", "federation", "optim", "channel")
-        for o in options(g)
-    ],
+    [(g, o) for g in ("model", "data", "partition", "federation", "optim") for o in options(g)],
 )
 def test_every_group_option_builds(group: str, option: str) -> None:
     extra = ["data.path=/data/x"] if group == "data" and option in PATH_DATA else []
