@@ -278,3 +278,16 @@ def test_unlabelled_test_split_is_a_clear_error(tmp_path: Path) -> None:
     DatasetDict({"train": splits["train"], "test": test}).save_to_disk(str(tmp_path / "neg"))
     with pytest.raises(ValueError, match=r"negative labels.*data\.test_split=null"):
         _load(tmp_path, "disk", path=str(tmp_path / "neg"))
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("parquet", r"data\.path is required when data\.source=parquet"),
+        ("hub", r"data\.name must name a Hugging Face dataset"),
+        ("nope", r"data\.source must be one of \['digits', 'hub', 'disk'"),
+    ],
+)
+def test_plain_arguments_are_checked_like_the_config(source: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_image_data(source)

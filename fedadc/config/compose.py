@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fedadc.config.folder import conf_dir, group_options
 from fedadc.config.overrides import prepare_overrides
 from fedadc.config.schema import RunConfig
-from fedadc.config.schema import field_types as _hints
+from fedadc.config.schema import field_types as _hints  # read by the Flower mapping
 from fedadc.config.typed import to_run_config
 
 FLOWER_KEYS: dict[str, str] = {

@@ -5,7 +5,8 @@ OmegaConf's structured configs do the typing: the composed values are merged ont
 values of the wrong type, and ``OmegaConf.to_object`` builds the dataclasses (their
 ``__post_init__`` checks choices and ranges, which OmegaConf 2.3 cannot express). This
 module only rewords OmegaConf's errors so that each names the full key and the fix, and then
-runs :func:`fedadc.config.validate.validate`.
+runs :func:`fedadc.config.validate.validate`. OmegaConf's own conversions apply (a number
+given for a string field becomes its text, ``yes``/``true`` a bool).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from torch import nn
 from fedadc.compression.base import Compressor
 from fedadc.compression.registry import create_compressor
 from fedadc.config.schema import RunConfig
+from fedadc.config.validate import validate
 from fedadc.data.partition import partition_indices
 from fedadc.data.tensors import ImageData, ImageSplit
 from fedadc.model.split import SplitViT, split_vit
@@ -120,7 +121,9 @@ def client_data(run: RunConfig, partition: int) -> ImageSplit:
 
 
 def build_split(run: RunConfig, data: ImageData) -> tuple[SplitViT, Compressor]:
-    """Head, tail and compressor initialised from the run's seed."""
+    """Head, tail and compressor initialised from the run's seed. The run is validated
+    first, so a config built by hand fails like a composed one, naming the key."""
+    validate(run)
     torch.manual_seed(run.seed)
     kwargs = dict(run.model.kwargs)
     channels, height, width = data.image_shape
