@@ -10,6 +10,7 @@ from flwr.clientapp import ClientApp
 
 from client_app.state import ContextState
 from fedadc.config.schema import RunConfig
+from fedadc.data.sources import PATH_SOURCES
 from fedadc.federated.build import client_data
 from fedadc.federated.client import FederatedClient
 from fedadc.federated.threads import run_threads
@@ -17,8 +18,6 @@ from strategies.codec import decode_to_client, encode_from_client
 from strategies.run_config import run_config
 
 app = ClientApp()
-
-PATH_SOURCES = ("disk", "imagefolder", "parquet")
 
 
 def _node_run(context: Context) -> RunConfig:

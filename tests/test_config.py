@@ -11,18 +11,24 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from fedadc.compression import list_compressors
+from fedadc.compression import create_compressor, list_compressors
 from fedadc.config import (
     FLOWER_INTERNAL_KEYS,
     FLOWER_KEYS,
+    MethodConfig,
+    ModelConfig,
     RunConfig,
     compose,
     conf_dir,
     overrides_from_flower,
     to_dict,
     to_run_config,
+    validate,
 )
-from fedadc.config.compose import bits_for, inverse_round
+from fedadc.config.resolvers import bits_for, inverse_round
+from fedadc.data import digits
+from fedadc.federated.build import build_split
+from fedadc.model import TokenSpec
 
 CONF = conf_dir()
 METHOD_YAMLS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
@@ -82,7 +88,37 @@ def test_c3sl_and_quantization_from_xi() -> None:
 @pytest.mark.parametrize("method", METHOD_YAMLS)
 def test_every_method_yaml_builds(method: str) -> None:
     run = compose([f"method={method}"])
-    assert run.method.name in list_compressors()
+    spec = TokenSpec(num_tokens=17, dim=64, num_classes=10)  # vit_micro on 8x8 digits
+    compressor = create_compressor(run.method.name, spec, **run.method.params)
+    assert compressor.name == run.method.name
+    assert 0.0 < compressor.nominal_xi(32) <= 1.0
+
+
+def test_config_objects_are_plain_data_validated_where_used() -> None:
+    """Building a config builds no model or compressor; compose and build_split validate
+    it with the same errors, naming the key and the valid choices."""
+    data = digits(seed=0)
+    cases = [
+        (ModelConfig(name="deit_tiny_patch16_22"), r"model\.name.*'deit_tiny_patch16_224'"),
+        (MethodConfig("topk", {"ratio": 2}), r"method\.params\.ratio must be in \(0, 1\]"),
+        (MethodConfig("nope", {}), r"method\.name must be one of \[.*'topk'"),
+        (MethodConfig("topk", {"nope": 1}), r"unknown method\.params \['nope'\]"),
+    ]
+    for part, message in cases:
+        key = "model" if isinstance(part, ModelConfig) else "method"
+        run = RunConfig(**{key: part})
+        for check in (lambda r=run: validate(r), lambda r=run: build_split(r, data)):
+            with pytest.raises(ValueError, match=message):
+                check()
+    with pytest.raises(ValueError, match="device must be a torch device"):
+        validate(RunConfig(device="tpu"))
+
+
+def test_a_given_free_form_mapping_replaces_the_default() -> None:
+    """OmegaConf merges mappings key by key; method.params and model.kwargs are replaced."""
+    run = to_run_config({"method": {"name": "identity", "params": {}}, "model": {"kwargs": {}}})
+    assert run.method.params == {} and run.model.kwargs == {}
+    assert to_run_config({}).method == MethodConfig()
 
 
 def test_every_registered_method_has_a_yaml() -> None:
@@ -92,11 +128,7 @@ def test_every_registered_method_has_a_yaml() -> None:
 
 @pytest.mark.parametrize(
     "group, option",
-    [
-        (g, o)
-        for g in ("model", "data", "partition", "federation", "optim", "channel")
-        for o in options(g)
-    ],
+    [(g, o) for g in ("model", "data", "partition", "federation", "optim") for o in options(g)],
 )
 def test_every_group_option_builds(group: str, option: str) -> None:
     extra = ["data.path=/data/x"] if group == "data" and option in PATH_DATA else []

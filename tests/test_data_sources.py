@@ -11,8 +11,7 @@ import pytest
 import torch
 from datasets import Value
 
-from fedadc.config.schema import DataConfig
-from fedadc.data.sources import HFImageSplit, HubUnavailableError, load_image_data
+from fedadc.data import HFImageSplit, HubUnavailableError, load_image_data
 from fedadc.data.tensors import ImageData, TensorSplit
 from fedadc.data.transforms import apply_seeded, build_transforms, resolve_augment
 from tests.data_factory import (
@@ -44,7 +43,8 @@ def _load(
     if "path" not in cfg:
         cfg["path"] = str(WRITERS[source](tmp_path))
     return load_image_data(
-        DataConfig(source=source, **cfg),
+        source,
+        **cfg,
         img_size=img_size,
         in_chans=in_chans,
         seed=seed,
@@ -162,7 +162,8 @@ def test_hub_offline_fails_fast_with_local_hint(
     start = time.monotonic()
     with pytest.raises(HubUnavailableError) as info:
         load_image_data(
-            DataConfig(source="hub", name="no-such-org/no-such-dataset"),
+            "hub",
+            name="no-such-org/no-such-dataset",
             img_size=None,
             in_chans=None,
             seed=0,
@@ -246,13 +247,13 @@ def test_paper_pipeline_follows_the_notes() -> None:
 
 
 def test_digits_resized_to_rgb_32() -> None:
-    data = load_image_data(DataConfig(), img_size=(32, 32), in_chans=3, seed=0)
+    data = load_image_data("digits", img_size=(32, 32), in_chans=3, seed=0)
     assert data.image_shape == (3, 32, 32) and data.num_classes == 10
     assert isinstance(data.train, TensorSplit)
     images, labels = data.train.batch(torch.arange(4))
     assert images.shape == (4, 3, 32, 32) and labels.shape == (4,)
     torch.testing.assert_close(images[:, 0], images[:, 2])
-    native = load_image_data(DataConfig(), img_size=None, in_chans=None, seed=0)
+    native = load_image_data("digits", img_size=None, in_chans=None, seed=0)
     assert native.image_shape == (1, 8, 8)
     assert len(native.train) == len(data.train) and torch.equal(
         native.train.labels, data.train.labels
@@ -277,3 +278,16 @@ def test_unlabelled_test_split_is_a_clear_error(tmp_path: Path) -> None:
     DatasetDict({"train": splits["train"], "test": test}).save_to_disk(str(tmp_path / "neg"))
     with pytest.raises(ValueError, match=r"negative labels.*data\.test_split=null"):
         _load(tmp_path, "disk", path=str(tmp_path / "neg"))
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("parquet", r"data\.path is required when data\.source=parquet"),
+        ("hub", r"data\.name must name a Hugging Face dataset"),
+        ("nope", r"data\.source must be one of \['digits', 'hub', 'disk'"),
+    ],
+)
+def test_plain_arguments_are_checked_like_the_config(source: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_image_data(source)

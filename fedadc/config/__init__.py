@@ -10,11 +10,8 @@ from fedadc.config.compose import (
     compose,
     conf_dir,
     overrides_from_flower,
-    to_dict,
-    to_run_config,
 )
 from fedadc.config.schema import (
-    ChannelConfig,
     DataConfig,
     FederationConfig,
     MethodConfig,
@@ -24,11 +21,12 @@ from fedadc.config.schema import (
     RunConfig,
     WireConfig,
 )
+from fedadc.config.typed import to_dict, to_run_config
+from fedadc.config.validate import validate
 
 __all__ = [
     "FLOWER_INTERNAL_KEYS",
     "FLOWER_KEYS",
-    "ChannelConfig",
     "DataConfig",
     "FederationConfig",
     "MethodConfig",
@@ -42,4 +40,5 @@ __all__ = [
     "overrides_from_flower",
     "to_dict",
     "to_run_config",
+    "validate",
 ]

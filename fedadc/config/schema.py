@@ -1,72 +1,52 @@
 """The typed run configuration: Hydra composes YAML, this is what the code sees.
 
-Every group of ``conf/`` maps to one frozen dataclass here; :func:`fedadc.config.compose`
-turns a composed ``DictConfig`` into a :class:`RunConfig` and rejects unknown keys with
-the list of valid ones. Library code never sees ``DictConfig`` or Flower's ``Context``.
+Every group of ``conf/`` maps to one frozen dataclass here. They are plain data: OmegaConf
+types them (:mod:`fedadc.config.typed`), ``__post_init__`` checks only what OmegaConf cannot
+express (a choice among strings, a range), and what needs timm, a compressor or torch is
+checked by :func:`fedadc.config.validate.validate`. Each list of choices is owned by the
+module that acts on it (data sources, partitions, augmentations, wire dtypes) and only
+imported here. Library code never sees ``DictConfig`` or Flower's ``Context``.
 """
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field
+import functools
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-from fedadc.compression.registry import compressor_params, list_compressors
+from fedadc.data.partition import PARTITIONS
+from fedadc.data.sources import check_source
+from fedadc.data.transforms import AUGMENT_KINDS
+from fedadc.wire.payload import HARD_LABEL_DTYPES, SOFT_LABEL_DTYPES
 
-SOURCES = ("digits", "hub", "disk", "imagefolder", "parquet")
-AUGMENTATIONS = ("auto", "paper", "light", "none")
-PARTITIONS = ("iid", "dirichlet", "pathological")
+CONSUMED_KEYS = ("xi",)
+"""Top-level keys of ``conf/`` that exist only to be interpolated into groups (not
+:class:`RunConfig` fields)."""
+
 MODES = ("sfl", "sl")
 BUDGET_SCOPES = ("all", "activations")
 HEAD_UPDATES = ("accumulated", "stale")
-CHANNELS = ("clean",)
-SOFT_LABEL_DTYPES = ("float32", "float16")
-HARD_LABEL_DTYPES = ("int64", "int32", "int16")
-MODEL_EXAMPLES = ("vit_tiny_patch16_224", "deit_tiny_patch16_224", "deit_small_patch16_224")
 
 
 def _choice(group: str, name: str, value: object, choices: tuple[str, ...]) -> None:
+    """A string with a fixed set of values: OmegaConf 2.3 cannot type ``Literal[...]``
+    fields, so the choice is checked here, naming the key and the valid values."""
     if value not in choices:
         raise ValueError(f"{group}.{name} must be one of {list(choices)}, got {value!r}")
 
 
 def _at_least(group: str, name: str, value: float, low: float) -> None:
+    """OmegaConf types values but has no ranges: the bound is checked here."""
     if value < low:
         raise ValueError(f"{group}.{name} must be >= {low}, got {value}")
 
 
-def _check_model_name(name: str) -> None:
-    import timm
-
-    if not timm.is_model(name) and name not in timm.list_models(pretrained=True):
-        vits = timm.list_models("*vit*") + timm.list_models("deit*")
-        close = difflib.get_close_matches(name, vits, n=5) or list(MODEL_EXAMPLES)
-        raise ValueError(
-            f"model.name {name!r} is not a timm model; valid choices are timm's Vision "
-            f"Transformers (timm.list_models('*vit*')), e.g. {close}"
-        )
-
-
-def _check_method_params(name: str, params: dict[str, object], valid: dict[str, object]) -> None:
-    """Build the method on a dummy split, so a bad value fails now, naming its key."""
-    import inspect
-
-    from fedadc.compression.registry import create_compressor
-    from fedadc.model.spec import TokenSpec
-
-    required = sorted(k for k, v in valid.items() if v is inspect.Parameter.empty)
-    missing = [k for k in required if k not in params]
-    if missing and not (name == "adc" and {"batch_ratio", "token_ratio"} <= set(params)):
-        raise ValueError(
-            f"method {name!r} needs method.params {missing} (e.g. set xi=0.1); "
-            f"valid params: {sorted(valid)}"
-        )
-    try:
-        create_compressor(name, TokenSpec(num_tokens=5, dim=4, num_classes=2), **params)
-    except (ValueError, TypeError) as err:
-        text = str(err)
-        if any(text.startswith(k) for k in params):  # "ratio must be ..." names its key
-            raise ValueError(f"method.params.{text}") from None
-        raise ValueError(f"method.params of {name!r}: {text}") from None
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Field name -> resolved annotation of a config dataclass (annotations are postponed)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
 
 
 @dataclass(frozen=True)
@@ -78,11 +58,10 @@ class ModelConfig:
     split_at: int = 3
     pretrained: bool = False
     checkpoint_path: str | None = None
-    kwargs: dict[str, object] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _at_least("model", "split_at", self.split_at, 1)
-        _check_model_name(self.name)
 
 
 @dataclass(frozen=True)
@@ -109,12 +88,8 @@ class DataConfig:
     max_test_samples: int | None = None
 
     def __post_init__(self) -> None:
-        _choice("data", "source", self.source, SOURCES)
-        _choice("data", "augment", self.augment, AUGMENTATIONS)
-        if self.source == "hub" and not self.name:
-            raise ValueError("data.name must name a Hugging Face dataset when data.source=hub")
-        if self.source in ("disk", "imagefolder", "parquet") and not self.path:
-            raise ValueError(f"data.path is required when data.source={self.source}")
+        check_source(self.source, self.name, self.path)
+        _choice("data", "augment", self.augment, AUGMENT_KINDS)
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
 
@@ -134,19 +109,12 @@ class PartitionConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    name: str = "adc"
-    params: dict[str, object] = field(default_factory=lambda: {"xi": 0.1})
+    """A compression method by registry name and its constructor parameters (checked
+    against the registry by :func:`fedadc.config.validate.validate`, not here: building
+    a config builds no compressor)."""
 
-    def __post_init__(self) -> None:
-        if self.name not in list_compressors():
-            raise ValueError(f"method.name must be one of {list_compressors()}, got {self.name!r}")
-        valid = compressor_params(self.name)
-        unknown = sorted(set(self.params) - set(valid))
-        if unknown:
-            raise ValueError(
-                f"unknown method.params {unknown} for method {self.name!r}; valid: {sorted(valid)}"
-            )
-        _check_method_params(self.name, self.params, valid)
+    name: str = "adc"
+    params: dict[str, Any] = field(default_factory=lambda: {"xi": 0.1})
 
 
 @dataclass(frozen=True)
@@ -227,14 +195,6 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
-class ChannelConfig:
-    kind: str = "clean"
-
-    def __post_init__(self) -> None:
-        _choice("channel", "kind", self.kind, CHANNELS)
-
-
-@dataclass(frozen=True)
 class WireConfig:
     soft_label_dtype: str = "float32"
     hard_label_dtype: str = "int64"
@@ -259,19 +219,9 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
-    channel: ChannelConfig = field(default_factory=ChannelConfig)
     wire: WireConfig = field(default_factory=WireConfig)
 
     def __post_init__(self) -> None:
-        import torch
-
-        try:
-            torch.device(self.device)
-        except (RuntimeError, ValueError):
-            raise ValueError(
-                f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:0', "
-                f"got {self.device!r}"
-            ) from None
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or null: torch's default), got {self.threads}")
 

@@ -16,6 +16,7 @@ from torch import nn
 from fedadc.compression.base import Compressor
 from fedadc.compression.registry import create_compressor
 from fedadc.config.schema import RunConfig
+from fedadc.config.validate import validate
 from fedadc.data.partition import partition_indices
 from fedadc.data.tensors import ImageData, ImageSplit
 from fedadc.model.split import SplitViT, split_vit
@@ -64,8 +65,22 @@ def _load_data(run: RunConfig) -> ImageData:
     in_chans = run.model.kwargs.get("in_chans")
     if in_chans is None and not _from_scratch(run):
         in_chans = 3
+    d = run.data
     return load_image_data(
-        run.data, img_size=model_image_size(run), in_chans=in_chans, seed=run.seed
+        d.source,
+        name=d.name,
+        path=d.path,
+        image_column=d.image_column,
+        label_column=d.label_column,
+        train_split=d.train_split,
+        test_split=d.test_split,
+        test_fraction=d.test_fraction,
+        augment=d.augment,
+        max_train_samples=d.max_train_samples,
+        max_test_samples=d.max_test_samples,
+        img_size=model_image_size(run),
+        in_chans=in_chans,
+        seed=run.seed,
     )
 
 
@@ -106,7 +121,9 @@ def client_data(run: RunConfig, partition: int) -> ImageSplit:
 
 
 def build_split(run: RunConfig, data: ImageData) -> tuple[SplitViT, Compressor]:
-    """Head, tail and compressor initialised from the run's seed."""
+    """Head, tail and compressor initialised from the run's seed. The run is validated
+    first, so a config built by hand fails like a composed one, naming the key."""
+    validate(run)
     torch.manual_seed(run.seed)
     kwargs = dict(run.model.kwargs)
     channels, height, width = data.image_shape

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import timm
 from torch import nn
+
+MODEL_EXAMPLES = ("vit_tiny_patch16_224", "deit_tiny_patch16_224", "deit_small_patch16_224")
+
+
+def check_model_name(name: str) -> None:
+    """``ValueError`` suggesting the closest timm ViT names when timm has no model ``name``."""
+    if not timm.is_model(name) and name not in timm.list_models(pretrained=True):
+        vits = timm.list_models("*vit*") + timm.list_models("deit*")
+        close = difflib.get_close_matches(name, vits, n=5) or list(MODEL_EXAMPLES)
+        raise ValueError(
+            f"unknown timm model {name!r}; valid choices are timm's Vision Transformers "
+            f"(timm.list_models('*vit*')), e.g. {close}"
+        )
 
 
 def create_vit(
@@ -24,11 +38,7 @@ def create_vit(
     * other keyword arguments go to the model constructor, e.g. ``img_size=8, patch_size=2,
       embed_dim=64, depth=6, num_heads=4, in_chans=1`` for a small from-scratch model.
     """
-    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
-        raise ValueError(
-            f"unknown timm model {name!r}; pick a ViT such as 'deit_tiny_patch16_224', "
-            "'deit_small_patch16_224' or 'vit_base_patch16_224' (see timm.list_models('*vit*'))"
-        )
+    check_model_name(name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     overlay = None

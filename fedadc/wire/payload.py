@@ -37,6 +37,10 @@ class PayloadError(ValueError):
 _HEADER_KEY = "fedadc"
 
 
+SOFT_LABEL_DTYPES = ("float32", "float16")
+HARD_LABEL_DTYPES = ("int64", "int32", "int16")
+
+
 @dataclass(frozen=True)
 class WireFormat:
     """Dtypes used on the wire for labels (activations are the method's business).
@@ -49,14 +53,14 @@ class WireFormat:
     hard_label_dtype: str = "int64"
 
     def __post_init__(self) -> None:
-        if self.soft_label_dtype not in ("float32", "float16"):
+        if self.soft_label_dtype not in SOFT_LABEL_DTYPES:
             raise ValueError(
-                f"WireFormat.soft_label_dtype must be 'float32' or 'float16', "
+                f"WireFormat.soft_label_dtype must be one of {list(SOFT_LABEL_DTYPES)}, "
                 f"got {self.soft_label_dtype!r}"
             )
-        if self.hard_label_dtype not in ("int64", "int32", "int16"):
+        if self.hard_label_dtype not in HARD_LABEL_DTYPES:
             raise ValueError(
-                f"WireFormat.hard_label_dtype must be 'int64', 'int32' or 'int16', "
+                f"WireFormat.hard_label_dtype must be one of {list(HARD_LABEL_DTYPES)}, "
                 f"got {self.hard_label_dtype!r}"
             )
 
