@@ -13,16 +13,14 @@ from omegaconf import OmegaConf
 
 from fedadc.compression import list_compressors
 from fedadc.config import (
-    FLOWER_INTERNAL_KEYS,
-    FLOWER_KEYS,
     RunConfig,
     compose,
     conf_dir,
-    overrides_from_flower,
     to_dict,
     to_run_config,
 )
 from fedadc.config.compose import bits_for, inverse_round
+from strategies.run_config import FLOWER_INTERNAL_KEYS, FLOWER_KEYS, overrides_from_flower
 
 CONF = conf_dir()
 METHOD_YAMLS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))

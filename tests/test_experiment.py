@@ -14,14 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from fedadc.compression import create_compressor
-from fedadc.config import compose, overrides_from_flower, to_dict
+from fedadc.compression import compressor_params, create_compressor, list_compressors
+from fedadc.compression.registry import ratio_params
+from fedadc.config import compose, to_dict
 from fedadc.experiment import expand, load_experiment, plan, run_experiment, run_name
 from fedadc.experiment.cli import main as experiment_main
-from fedadc.experiment.expand import config_identity, format_value
-from fedadc.experiment.flower_runner import flower_run_config, to_toml
+from fedadc.experiment.expand import format_value
 from fedadc.experiment.report import main as report_main
+from fedadc.federated.results import identity
 from fedadc.model.spec import TokenSpec
+from strategies.flower_runner import flower_run_config, to_toml
+from strategies.run_config import overrides_from_flower
 
 try:
     import tomllib
@@ -159,6 +162,42 @@ def test_run_experiment_runs_once_then_skips_and_resumes(tmp_path, caplog):
     assert "resuming" in caplog.text
 
 
+def test_runs_differing_only_in_where_or_how_they_execute_are_one_run():
+    one = compose(["method=adc", *TINY])
+    other = compose(["method=adc", *TINY, "threads=2", "federation.timeout_s=5"])
+    assert identity(one) == identity(other) and run_name(one) == run_name(other)
+    assert identity(one) != identity(compose(["method=adc", *TINY, "seed=1"]))
+    runs, duplicates = plan(None, ["method=adc", *TINY[:-1], "threads=1,2"])
+    assert (len(runs), duplicates) == (1, 1)
+
+
+def test_every_method_names_its_own_ratio_parameters():
+    assert ratio_params("topk") == {"ratio": "r"} and ratio_params("identity") == {}
+    assert list(ratio_params("adc")) == ["xi", "batch_ratio", "token_ratio"]
+    for name in list_compressors():
+        assert set(ratio_params(name)) <= set(compressor_params(name)), name
+
+
+def test_a_two_seed_sweep_is_one_run_per_seed_whatever_the_threads(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    seeds = [["method=adc", *TINY, f"seed={seed}"] for seed in (0, 1)]
+    paths = [run_experiment(overrides, out_root=root) for overrides in seeds]
+    stamps = [(p / "summary.json").stat().st_mtime_ns for p in paths]
+    # the same sweep with another thread count finds its runs finished
+    again = [run_experiment([*o, "threads=2"], out_root=root) for o in seeds]
+    assert again == paths
+    assert [(p / "summary.json").stat().st_mtime_ns for p in paths] == stamps
+    # ...and an interrupted one resumes under the other thread count
+    os.remove(paths[1] / "summary.json")
+    assert run_experiment([*seeds[1], "threads=2"], out_root=root) == paths[1]
+    assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in paths)
+    assert report_main([str(root), "--out", str(tmp_path / "report")]) == 0
+    assert "2 runs in 1 groups" in capsys.readouterr().out
+    with open(tmp_path / "report" / "results.csv") as fh:
+        (row,) = csv.DictReader(fh)
+    assert (row["n_seeds"], row["seeds"]) == ("2", "0 1")
+
+
 def test_flower_mapping_composes_to_the_same_run():
     overrides = ["method=topk", "xi=0.05", "federation=sl", "optim.lr=null", *TINY]
     overrides += ["federation.budget_epochs=null", "data.path='/a b'", "data.source=disk"]
@@ -168,7 +207,7 @@ def test_flower_mapping_composes_to_the_same_run():
     assert "threads=1" in flat["overrides"] and "model.kwargs.depth=2" in flat["overrides"]
     assert tomllib.loads(to_toml(flat)) == flat
     ours, theirs = compose(overrides), compose(overrides_from_flower(flat))
-    assert config_identity(ours) == config_identity(theirs)
+    assert identity(ours) == identity(theirs)
 
 
 # ---------------------------------------------------------------- report
