@@ -157,9 +157,11 @@ class LocalSimulation:
         return subprocess.run(command, env=self.env, timeout=timeout, check=False, **kwargs)
 
     def processes(self) -> set[int]:
-        """Running processes started for this home: they name it on their command line
-        (the SuperLink's database and log file), and their descendants."""
+        """Running processes started for this home: those naming it on their command line
+        (the SuperLink's database and log file), the helpers they started detached (the
+        SuperExec names its parent with ``--parent-pid``), and their descendants."""
         marked = pids_mentioning(str(self.home))
+        marked += [h for pid in marked for h in pids_mentioning(f"--parent-pid {pid} ")]
         return {p for pid in marked for p in (pid, *children(pid)) if is_running(p)}
 
     def stop(self) -> None:
