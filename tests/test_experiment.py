@@ -6,6 +6,7 @@ is a 2-client, 1-round toy.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -135,6 +136,26 @@ def test_cli_dry_run_and_multirun_rule(tmp_path, capsys):
     assert experiment_main(argv) == 0
     out = capsys.readouterr().out
     assert "19 runs" in out and out.count(" todo ") == 19
+
+
+def test_the_sweep_runs_with_the_runner_it_is_given(tmp_path):
+    calls, opened = [], []
+
+    def fake(planned, results, resume):
+        calls.append((planned.run.seed, resume))
+        (results.path / "summary.json").write_text(json.dumps({"final_accuracy": 1.0}))
+
+    @contextlib.contextmanager
+    def factory(args, out):
+        opened.append(out)
+        yield fake
+        opened.append("closed")
+
+    argv = ["-m", "method=identity", "seed=0,1", *TINY, "--out", str(tmp_path)]
+    assert experiment_main([*argv, "--runner", "fake"], runners={"fake": factory}) == 0
+    assert calls == [(0, False), (1, False)] and opened == [tmp_path.resolve(), "closed"]
+    assert experiment_main(argv, runners={"fake": factory}) == 0  # done: skipped
+    assert len(calls) == 2
 
 
 def test_run_name_depends_on_the_config_not_on_how_it_is_spelled():

@@ -30,7 +30,7 @@ DEFAULT_ROOT = Path("~/fedadc-experiments")
 
 RunnerFactory = Callable[[argparse.Namespace, Path], AbstractContextManager[Runner]]
 """Parsed arguments and the output root -> a runner for the whole sweep (its context
-holds what the runner shares between runs, e.g. one private Flower SuperLink)."""
+holds what the runner shares between runs, e.g. one local server for all of them)."""
 
 
 def _reference(args: argparse.Namespace, out: Path) -> AbstractContextManager[Runner]:
@@ -53,7 +53,7 @@ def build_parser(
     parser.add_argument(
         "-m", "--multirun", action="store_true", help="expand command-line comma lists"
     )
-    parser.add_argument("--runner", choices=tuple(runners), default="reference")
+    parser.add_argument("--runner", choices=tuple(runners), default=runners[0])
     parser.add_argument(
         "--out", type=Path, help="output root (default ~/fedadc-experiments/<experiment>)"
     )
