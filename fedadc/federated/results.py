@@ -43,7 +43,8 @@ log = logging.getLogger("fedadc")
 RESULT_NEUTRAL = frozenset({"results_dir", "device", "threads", "federation.timeout_s"})
 """Config keys that say where or how a run executes, not what it computes: left out of its
 identity, so the same run resumed elsewhere, on another device or with another thread count
-finds its directory, and a report never counts it as a second run of the same seed."""
+finds its directory, and a report never counts it as a second run of the same seed. (Device
+and thread count may change float rounding, never the method, data or schedule.)"""
 
 RESUMABLE_CHANGES = RESULT_NEUTRAL | {"federation.rounds", "federation.budget_epochs"}
 """Config keys a resumed run may change (extend the run, or move its directory)."""
@@ -108,6 +109,8 @@ def run_name(run: RunConfig) -> str:
 
 
 class RunDirectory:
+    """One run's folder (layout in the module docstring); the lifecycle writes it."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
