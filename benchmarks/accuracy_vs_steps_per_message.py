@@ -16,7 +16,7 @@ import logging
 import time
 
 from fedadc.config import compose
-from fedadc.train import train_reference
+from fedadc.federated.reference import train_reference
 
 
 def main() -> None:

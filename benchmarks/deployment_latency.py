@@ -1,7 +1,7 @@
 """Seconds per round of a real deployment on loopback, S = 1 against S = all local steps.
 
 Starts a SuperLink and 2 SuperNodes as processes on 127.0.0.1 (insecure, through the
-scripts in deploy/, each with a private FLWR_HOME and free ports; `tests/deployment_support.py`),
+scripts in deploy/, each with a private FLWR_HOME and free ports; `strategies/local_deployment.py`),
 submits one `flwr run . <connection> --stream` per steps-per-message value, one after the
 other on the same processes, and reads the round times from each run's metrics.jsonl
 (`wall_s` is cumulative since the round loop started; a round's time is the difference).
@@ -31,8 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
-from tests.deployment_support import LocalDeployment  # noqa: E402
-from tests.flower_support import TINY_RUN, LocalFlower  # noqa: E402
+from strategies.launcher import LocalSimulation, run_config_text  # noqa: E402
+from strategies.local_deployment import LocalDeployment  # noqa: E402
+
+BASE = {
+    "batch-size": 16,
+    "seed": 7,
+    "overrides": "model.kwargs.embed_dim=32 model.kwargs.depth=4 model.split_at=2 threads=1",
+}
+"""The run config besides clients, steps and rounds (a tiny ViT on digits)."""
 
 
 def round_times(run_dir: Path) -> list[float]:
@@ -52,7 +59,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--local-steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--overrides", default=TINY_RUN["overrides"], help="Hydra overrides")
+    parser.add_argument("--overrides", default=BASE["overrides"], help="Hydra overrides")
     parser.add_argument("--simulation", action="store_true", help="also time simulation")
     parser.add_argument(
         "--all-first", action="store_true", help="run S=all before S=1 (to see drift)"
@@ -60,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = {
-        **TINY_RUN,
+        **BASE,
         "num-clients": args.clients,
         "local-steps": args.local_steps,
         "rounds": args.rounds,
@@ -92,19 +99,25 @@ def main() -> None:
         finally:
             deployment.stop()
         if args.simulation:
-            flower = LocalFlower(tmp_path / "sim-home")
+            simulation = LocalSimulation(tmp_path / "sim-home")
+            federation = f"num-supernodes={args.clients} client-resources-num-cpus=2"
             try:
                 for label, s in variants.items():
                     results = tmp_path / f"sim-s{s}"
                     results.mkdir()
+                    flat = {**base, "steps-per-message": s, "results-dir": str(results)}
                     t0 = time.perf_counter()
-                    flower.run(results, flat={**base, "steps-per-message": s}, workers=1)
+                    proc = simulation.run(
+                        ROOT, run_config_text(flat), federation, capture_output=True, text=True
+                    )
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"flwr run failed:\n{proc.stdout[-3000:]}")
                     total = time.perf_counter() - t0
                     times = round_times(only_run(results))
                     rows.append(("simulation", label, s, times, total))
                     print(f"simulation S={label}: rounds {[round(t, 1) for t in times]}")
             finally:
-                flower.stop_superlink()
+                simulation.stop()
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(

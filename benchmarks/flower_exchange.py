@@ -16,7 +16,7 @@ In one invocation, with one private local SuperLink (its own FLWR_HOME, stopped 
     exchanges (ceil(local_steps / S) + 1); median over rounds 2.. (round 1 holds Flower's warm-up).
     The same figure from the in-process reference is the compute part of an exchange.
 (c) steps per second (local steps per client; rounds 2..) of `flwr run` at S = 1, 4, 16
-    against ``fedadc.train.train_reference`` with the same RunConfig (composed from the same
+    against ``fedadc.train_reference`` with the same RunConfig (composed from the same
     flat config) writing the same run directory (checkpoint every round), in turn.
 (d) bytes: the ledger's payload bytes (bytes_up + bytes_down) against what Flower would
     move for the same messages: every fedadc message of a reference run at S = 1 is encoded
@@ -38,9 +38,7 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,14 +56,15 @@ from flwr.common.serde import message_to_proto  # noqa: E402
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
-from fedadc.config import compose, overrides_from_flower  # noqa: E402
+from fedadc.config import compose  # noqa: E402
 from fedadc.federated.inprocess import InProcessTransport  # noqa: E402
+from fedadc.federated.lifecycle import run_federated  # noqa: E402
 from fedadc.federated.messages import FromClient, ToClient  # noqa: E402
+from fedadc.federated.reference import train_reference  # noqa: E402
 from fedadc.federated.results import RunDirectory  # noqa: E402
-from fedadc.federated.rounds import rounds_for  # noqa: E402
-from fedadc.federated.threads import run_threads  # noqa: E402
-from fedadc.train import train_reference  # noqa: E402
 from strategies.codec import encode_from_client, encode_to_client  # noqa: E402
+from strategies.launcher import LocalSimulation, run_config_text  # noqa: E402
+from strategies.run_config import overrides_from_flower  # noqa: E402
 from strategies.split_learning import STEP  # noqa: E402
 
 ECHO_APP = ROOT / "benchmarks" / "echo_app"
@@ -87,56 +86,20 @@ class Flower:
     """`flwr run` against one private local SuperLink (stopped by ``close``)."""
 
     def __init__(self, work: Path, workers: int) -> None:
-        self.home = work / "flwr-home"
-        self.home.mkdir()
+        self.simulation = LocalSimulation(work / "flwr-home")
         self.cpus = max(1, 2 // workers)
-        ports = _free_ports()
-        self.env = {
-            **os.environ,
-            "FLWR_HOME": str(self.home),
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            # `flwr run` reuses any local SuperLink on the default ports, also another
-            # FLWR_HOME's: private ports make it start (and use) this benchmark's own
-            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(ports[0]),
-            "FLWR_LOCAL_CONTROL_API_PORT": str(ports[1]),
-        }
 
     def run(self, app: Path, config: dict[str, Any], nodes: int) -> str:
-        run_config = " ".join(
-            f"{k}={json.dumps(v) if isinstance(v, str) else str(v).lower()}"
-            for k, v in config.items()
-        )
-        proc = subprocess.run(
-            [
-                "flwr",
-                "run",
-                str(app),
-                "--stream",
-                "--run-config",
-                run_config,
-                "--federation-config",
-                f"num-supernodes={nodes} client-resources-num-cpus={self.cpus}",
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=1800,
+        federation = f"num-supernodes={nodes} client-resources-num-cpus={self.cpus}"
+        proc = self.simulation.run(
+            app, run_config_text(config), federation, timeout=1800, capture_output=True, text=True
         )
         if proc.returncode != 0:
             raise RuntimeError(f"flwr run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc.stdout
 
     def close(self) -> None:
-        # the local SuperLink (and its SuperExec) that `flwr run` started for this FLWR_HOME
-        subprocess.run(["pkill", "-f", str(self.home)], check=False)
-
-
-def _free_ports() -> tuple[int, int]:
-    """Two distinct free local ports (both bound at once, then released)."""
-    with socket.socket() as a, socket.socket() as b:
-        a.bind(("127.0.0.1", 0))
-        b.bind(("127.0.0.1", 0))
-        return a.getsockname()[1], b.getsockname()[1]
+        self.simulation.stop()
 
 
 def _only_run_dir(results: Path) -> Path:
@@ -208,10 +171,7 @@ def measure_bytes(flat: dict[str, Any]) -> dict[str, float]:
     TaskIdentity.task_id, TaskIdentity.run_id = 1, (1 << 63) + 12345
     TaskIdentity.node_id = SUPERLINK_NODE_ID
     meter = WireMeter(InProcessTransport(run))
-    loop = rounds_for(run)(run, meter)
-    with run_threads(run):
-        loop.run()
-    ledger = loop.server.ledger
+    ledger = run_federated(run, meter).server.ledger
     payload = ledger.total_bytes("up") + ledger.total_bytes("down")
     objects = meter.objects["up"] + meter.objects["down"]
     proto = meter.proto["up"] + meter.proto["down"]

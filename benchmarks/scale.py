@@ -22,8 +22,9 @@ sampled clients whatever N is (defaults: digits, vit_micro, ADC xi = 0.1, B = 32
 reference (``train_reference``: fedadc's round loop and client/server code without Flower),
 to separate how fedadc's own work per round moves with N from what Flower adds.
 
-After each run the SuperLink is stopped (``pkill -f <FLWR_HOME>``) and any process of the
-run still alive is terminated by pid.
+After each run the SuperLink is stopped (``strategies.launcher.LocalSimulation.stop``: the
+processes started for its FLWR_HOME, by pid) and any process of the run still alive is
+terminated by pid.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from strategies.launcher import LocalSimulation  # noqa: E402
 
 
 # ====================================================================== /proc
@@ -173,13 +176,6 @@ class MemorySampler:
 
 
 # ====================================================================== one run
-def _free_ports() -> tuple[int, int]:
-    with socket.socket() as a, socket.socket() as b:
-        a.bind(("127.0.0.1", 0))
-        b.bind(("127.0.0.1", 0))
-        return a.getsockname()[1], b.getsockname()[1]
-
-
 @dataclass
 class Result:
     nodes: int
@@ -199,16 +195,8 @@ def run_once(n: int, args: argparse.Namespace, work: Path) -> Result:
     """One `flwr run` with ``n`` SuperNodes; returns its figures (SuperLink stopped after)."""
     home = work / f"flwr-home-{n}"
     results = work / f"results-{n}"
-    home.mkdir()
     results.mkdir()
-    ports = _free_ports()
-    env = {
-        **os.environ,
-        "FLWR_HOME": str(home),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(ports[0]),
-        "FLWR_LOCAL_CONTROL_API_PORT": str(ports[1]),
-    }
+    simulation = LocalSimulation(home)
     overrides = (
         f"federation.fraction_train={args.sampled / n!r} "
         f"federation.min_train_clients={args.sampled} threads=1"
@@ -218,13 +206,14 @@ def run_once(n: int, args: argparse.Namespace, work: Path) -> Result:
         f'results-dir="{results}" overrides="{overrides}"'
     )
     federation = f"num-supernodes={n} {args.federation_config}".strip()
-    cmd = ["flwr", "run", str(ROOT), "--stream", "--run-config", run_config,
-           "--federation-config", federation]  # fmt: skip
+    cmd = simulation.command(ROOT, run_config, federation)
     print(f"\n[N={n}] {' '.join(cmd)}", flush=True)
     log = (work / f"flwr-{n}.log").open("w")
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    marker = f"{home}/"  # in the SuperLink's --log-file and --database arguments
+    proc = simulation.start(
+        ROOT, run_config, federation, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
+    marker = f"{simulation.home}/"  # in the SuperLink's --log-file and --database arguments
     sampler = MemorySampler(proc.pid, marker, args.interval)
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
@@ -237,7 +226,7 @@ def run_once(n: int, args: argparse.Namespace, work: Path) -> Result:
     sampler.stop()
     thread.join()
     log.close()
-    leftovers = stop_run(proc.pid, marker, sampler.seen)
+    leftovers = stop_run(simulation, proc.pid, marker, sampler.seen)
     rows = []
     for path in results.rglob("metrics.jsonl"):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -261,9 +250,11 @@ def run_once(n: int, args: argparse.Namespace, work: Path) -> Result:
     )
 
 
-def stop_run(root_pid: int, marker: str, seen: set[tuple[int, str]]) -> list[int]:
+def stop_run(
+    simulation: LocalSimulation, root_pid: int, marker: str, seen: set[tuple[int, str]]
+) -> list[int]:
     """Stop this run's SuperLink, then any process of the run still alive (by pid)."""
-    subprocess.run(["pkill", "-f", marker], check=False)
+    simulation.stop()
     deadline = time.time() + 10
     while True:
         for pid in run_processes(root_pid, marker):
@@ -293,8 +284,9 @@ def reference_walls(n: int, args: argparse.Namespace) -> list[float]:
     """Cumulative ``wall_s`` per round of the same run config in-process (no Flower)."""
     import tomllib
 
-    from fedadc.config import FLOWER_INTERNAL_KEYS, compose, overrides_from_flower
-    from fedadc.train.reference import train_reference
+    from fedadc.config import compose
+    from fedadc.federated.reference import train_reference
+    from strategies.run_config import FLOWER_INTERNAL_KEYS, overrides_from_flower
 
     defaults = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
     flat = {k: v for k, v in defaults["config"].items() if k not in FLOWER_INTERNAL_KEYS}

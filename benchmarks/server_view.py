@@ -36,7 +36,7 @@ import torch
 
 from fedadc.compression.adc import ADC
 from fedadc.config import compose
-from fedadc.train.reference import train_reference
+from fedadc.federated.reference import train_reference
 from fedadc.wire.payload import Payload
 
 TOLERANCE = 1e-4

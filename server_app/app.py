@@ -12,7 +12,6 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedadc.config import to_dict
 from fedadc.federated.results import RunDirectory
-from fedadc.federated.threads import run_threads
 from strategies.fast_sim import enable_fast_simulation
 from strategies.run_config import run_config
 from strategies.split_learning import SplitLearningStrategy
@@ -40,8 +39,7 @@ def main(grid: Grid, context: Context) -> None:
         RunDirectory(Path(resume).expanduser().resolve()) if resume else RunDirectory.create(run)
     )
     log(INFO, "results directory: %s", results.path)
-    with run_threads(run):
-        result = SplitLearningStrategy(run, results).start(grid, resume=bool(resume))
+    result = SplitLearningStrategy(run, results).start(grid, resume=bool(resume))
     log(
         INFO,
         "finished (%s): final test accuracy %.4f; results in %s",

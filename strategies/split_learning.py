@@ -1,10 +1,11 @@
 """The Flower strategy of fedadc: nodes, messages and failures; fedadc does the rest.
 
 ``SplitLearningStrategy.start`` is a template in phases: wait for the nodes, map
-partition ids to node ids, then run fedadc's round loop (``fedadc.federated.rounds``) with
-this strategy as its transport. The round loop (sampling, the per-step exchange, head
-aggregation, evaluation, budget) is the same code the in-process reference runs, so the
-Flower run equals the reference for the same seed.
+partition ids to node ids, then run fedadc's run lifecycle
+(``fedadc.federated.lifecycle.run_federated``: resume, round loop, checkpoints, summary)
+with this strategy as its transport. The lifecycle and round loop (sampling, the per-step
+exchange, head aggregation, evaluation, budget) are the same code the in-process reference
+runs, so the Flower run equals the reference for the same seed.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fedadc.config.schema import RunConfig
+from fedadc.federated.lifecycle import run_federated
 from fedadc.federated.messages import FromClient, ToClient
 from fedadc.federated.results import RunDirectory
-from fedadc.federated.rounds import RoundsResult, rounds_for
-from fedadc.federated.server import FederatedServer
+from fedadc.federated.rounds import RoundsResult
 from strategies.codec import decode_from_client, encode_to_client
 
 STEP = "train.step"
@@ -52,27 +53,8 @@ class SplitLearningStrategy:
         node_ids = self._wait_for_nodes()
         # --- map partitions to nodes ---------------------------------------------
         self.nodes = self._map_partitions(node_ids)
-        # --- run fedadc's round loop with this strategy as transport -------------
-        loop = rounds_for(self.run)(self.run, self)
-        start, history = 1, []
-        if resume and self.results is not None:
-            done, history = self.results.load_checkpoint(loop.server)
-            start = done + 1
-            log(INFO, "resuming after round %d", done)
-        saved = list(history)
-
-        def on_round(row: dict[str, float], server: FederatedServer) -> None:
-            saved.append(row)
-            if self.results is not None:
-                self.results.append_round(row)
-                self.results.save_checkpoint(server, saved)
-
-        loop.on_round = on_round
-        result = loop.run(start_round=start, history=history)
-        # --- write the summary ------------------------------------------------------
-        if self.results is not None:
-            self.results.finish(loop.server, result.history, result.stop_reason)
-        return result
+        # --- run fedadc's run lifecycle with this strategy as transport ----------
+        return run_federated(self.run, self, results=self.results, resume=resume)
 
     # ================================================================ transport
     def exchange(self, messages: dict[int, ToClient]) -> dict[int, FromClient]:

@@ -1,19 +1,15 @@
 """Running a real `flwr run` of this project from tests: private home, ports and results.
 
-`flwr run` starts a local SuperLink that outlives the run and reuses any SuperLink on the
-default ports (39091, 39093), also one of another FLWR_HOME; each test therefore gets its
-own FLWR_HOME and free ports, and stops its SuperLink at the end (`stop_superlink`).
+Each test module (or test) gets its own :class:`strategies.launcher.LocalSimulation`: a
+private FLWR_HOME and free ports, its SuperLink stopped at the end (`stop_superlink`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
+from strategies.launcher import ROOT, LocalSimulation, run_config_text
+
 TINY_RUN = {
     "rounds": 2,
     "num-clients": 3,
@@ -29,11 +25,7 @@ class LocalFlower:
     """One private FLWR_HOME and pair of ports; every `run` reuses its SuperLink."""
 
     def __init__(self, home: Path) -> None:
-        self.home = home
-        with socket.socket() as a, socket.socket() as b:  # both bound at once: distinct
-            a.bind(("127.0.0.1", 0))
-            b.bind(("127.0.0.1", 0))
-            self.ports = (a.getsockname()[1], b.getsockname()[1])
+        self.simulation = LocalSimulation(home)
 
     def run(
         self,
@@ -48,35 +40,12 @@ class LocalFlower:
         ``extra`` run config; returns the run directory it wrote under ``results`` and the
         streamed output."""
         flat = TINY_RUN if flat is None else flat
-        run_config = (
-            " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in flat.items())
-            + f' results-dir="{results}" {extra}'
-        )
-        env = {
-            **os.environ,
-            "FLWR_HOME": str(self.home),
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.ports[0]),
-            "FLWR_LOCAL_CONTROL_API_PORT": str(self.ports[1]),
-        }
+        run_config = f'{run_config_text(flat)} results-dir="{results}" {extra}'
         federation = (
             f"num-supernodes={flat['num-clients']} client-resources-num-cpus={2 // workers}"
         )
-        proc = subprocess.run(
-            [
-                "flwr",
-                "run",
-                str(app),
-                "--stream",
-                "--run-config",
-                run_config,
-                "--federation-config",
-                federation,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=400,
+        proc = self.simulation.run(
+            app, run_config, federation, timeout=400, capture_output=True, text=True
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         runs = [p for p in results.iterdir() if (p / "summary.json").exists()]
@@ -84,4 +53,4 @@ class LocalFlower:
         return runs[0], proc.stdout
 
     def stop_superlink(self) -> None:
-        subprocess.run(["pkill", "-f", str(self.home)], check=False)
+        self.simulation.stop()

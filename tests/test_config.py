@@ -13,14 +13,11 @@ from omegaconf import OmegaConf
 
 from fedadc.compression import create_compressor, list_compressors
 from fedadc.config import (
-    FLOWER_INTERNAL_KEYS,
-    FLOWER_KEYS,
     MethodConfig,
     ModelConfig,
     RunConfig,
     compose,
     conf_dir,
-    overrides_from_flower,
     to_dict,
     to_run_config,
     validate,
@@ -29,6 +26,7 @@ from fedadc.config.resolvers import bits_for, inverse_round
 from fedadc.data import digits
 from fedadc.federated.build import build_split
 from fedadc.model import TokenSpec
+from strategies.run_config import FLOWER_INTERNAL_KEYS, FLOWER_KEYS, overrides_from_flower
 
 CONF = conf_dir()
 METHOD_YAMLS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))

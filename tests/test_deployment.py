@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from fedadc.wire import Payload
-from tests.deployment_support import DEPLOY, LocalDeployment
+from strategies.local_deployment import DEPLOY, LocalDeployment
 from tests.flower_support import TINY_RUN, LocalFlower
 
 needs_flower = pytest.mark.skipif(
@@ -92,8 +92,9 @@ def _assert_same_first_round(deployed: dict, simulated: dict) -> None:
 
 
 def _n_test() -> int:
-    from fedadc.config import compose, overrides_from_flower
+    from fedadc.config import compose
     from fedadc.federated.build import load_data
+    from strategies.run_config import overrides_from_flower
 
     return len(load_data(compose(overrides_from_flower(RUN))).test)
 

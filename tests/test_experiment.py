@@ -6,6 +6,7 @@ is a 2-client, 1-round toy.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -14,14 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from fedadc.compression import create_compressor
-from fedadc.config import compose, overrides_from_flower, to_dict
+from fedadc.compression import compressor_params, create_compressor, list_compressors
+from fedadc.compression.registry import ratio_params
+from fedadc.config import compose, to_dict
 from fedadc.experiment import expand, load_experiment, plan, run_experiment, run_name
 from fedadc.experiment.cli import main as experiment_main
-from fedadc.experiment.expand import config_identity, format_value
-from fedadc.experiment.flower_runner import flower_run_config, to_toml
+from fedadc.experiment.expand import format_value
 from fedadc.experiment.report import main as report_main
+from fedadc.federated.results import identity
 from fedadc.model.spec import TokenSpec
+from strategies.flower_runner import flower_run_config, to_toml
+from strategies.run_config import overrides_from_flower
 
 try:
     import tomllib
@@ -134,6 +138,26 @@ def test_cli_dry_run_and_multirun_rule(tmp_path, capsys):
     assert "19 runs" in out and out.count(" todo ") == 19
 
 
+def test_the_sweep_runs_with_the_runner_it_is_given(tmp_path):
+    calls, opened = [], []
+
+    def fake(planned, results, resume):
+        calls.append((planned.run.seed, resume))
+        (results.path / "summary.json").write_text(json.dumps({"final_accuracy": 1.0}))
+
+    @contextlib.contextmanager
+    def factory(args, out):
+        opened.append(out)
+        yield fake
+        opened.append("closed")
+
+    argv = ["-m", "method=identity", "seed=0,1", *TINY, "--out", str(tmp_path)]
+    assert experiment_main([*argv, "--runner", "fake"], runners={"fake": factory}) == 0
+    assert calls == [(0, False), (1, False)] and opened == [tmp_path.resolve(), "closed"]
+    assert experiment_main(argv, runners={"fake": factory}) == 0  # done: skipped
+    assert len(calls) == 2
+
+
 def test_run_name_depends_on_the_config_not_on_how_it_is_spelled():
     a = compose(["method=topk", "xi=0.05", "seed=3"])
     b = compose(["seed=3", "xi=0.05", "method=topk"])
@@ -159,6 +183,42 @@ def test_run_experiment_runs_once_then_skips_and_resumes(tmp_path, caplog):
     assert "resuming" in caplog.text
 
 
+def test_runs_differing_only_in_where_or_how_they_execute_are_one_run():
+    one = compose(["method=adc", *TINY])
+    other = compose(["method=adc", *TINY, "threads=2", "federation.timeout_s=5"])
+    assert identity(one) == identity(other) and run_name(one) == run_name(other)
+    assert identity(one) != identity(compose(["method=adc", *TINY, "seed=1"]))
+    runs, duplicates = plan(None, ["method=adc", *TINY[:-1], "threads=1,2"])
+    assert (len(runs), duplicates) == (1, 1)
+
+
+def test_every_method_names_its_own_ratio_parameters():
+    assert ratio_params("topk") == {"ratio": "r"} and ratio_params("identity") == {}
+    assert list(ratio_params("adc")) == ["xi", "batch_ratio", "token_ratio"]
+    for name in list_compressors():
+        assert set(ratio_params(name)) <= set(compressor_params(name)), name
+
+
+def test_a_two_seed_sweep_is_one_run_per_seed_whatever_the_threads(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    seeds = [["method=adc", *TINY, f"seed={seed}"] for seed in (0, 1)]
+    paths = [run_experiment(overrides, out_root=root) for overrides in seeds]
+    stamps = [(p / "summary.json").stat().st_mtime_ns for p in paths]
+    # the same sweep with another thread count finds its runs finished
+    again = [run_experiment([*o, "threads=2"], out_root=root) for o in seeds]
+    assert again == paths
+    assert [(p / "summary.json").stat().st_mtime_ns for p in paths] == stamps
+    # ...and an interrupted one resumes under the other thread count
+    os.remove(paths[1] / "summary.json")
+    assert run_experiment([*seeds[1], "threads=2"], out_root=root) == paths[1]
+    assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in paths)
+    assert report_main([str(root), "--out", str(tmp_path / "report")]) == 0
+    assert "2 runs in 1 groups" in capsys.readouterr().out
+    with open(tmp_path / "report" / "results.csv") as fh:
+        (row,) = csv.DictReader(fh)
+    assert (row["n_seeds"], row["seeds"]) == ("2", "0 1")
+
+
 def test_flower_mapping_composes_to_the_same_run():
     overrides = ["method=topk", "xi=0.05", "federation=sl", "optim.lr=null", *TINY]
     overrides += ["federation.budget_epochs=null", "data.path='/a b'", "data.source=disk"]
@@ -168,7 +228,7 @@ def test_flower_mapping_composes_to_the_same_run():
     assert "threads=1" in flat["overrides"] and "model.kwargs.depth=2" in flat["overrides"]
     assert tomllib.loads(to_toml(flat)) == flat
     ours, theirs = compose(overrides), compose(overrides_from_flower(flat))
-    assert config_identity(ours) == config_identity(theirs)
+    assert identity(ours) == identity(theirs)
 
 
 # ---------------------------------------------------------------- report

@@ -12,12 +12,13 @@ import shutil
 import pytest
 import torch
 
-from fedadc.config import compose, overrides_from_flower
+from fedadc.config import compose
 from fedadc.federated.build import load_data
 from fedadc.federated.results import RunDirectory
 from fedadc.federated.server import FederatedServer
 from fedadc.train import train_reference
 from fedadc.wire import Payload
+from strategies.run_config import overrides_from_flower
 from tests.flower_support import TINY_RUN
 
 pytestmark = pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")

@@ -23,13 +23,14 @@ import pytest
 import torch
 from flwr.app import RecordDict
 
-from fedadc.config import compose, overrides_from_flower
+from fedadc.config import compose
 from fedadc.federated import InProcessTransport, rounds_for
 from fedadc.federated.build import load_data
 from fedadc.federated.results import RunDirectory
 from fedadc.federated.server import FederatedServer
 from fedadc.federated.threads import run_threads
 from fedadc.wire import Payload
+from strategies.run_config import overrides_from_flower
 from tests.flower_support import ROOT, TINY_RUN
 
 needs_flwr = pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")

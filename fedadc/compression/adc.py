@@ -48,6 +48,8 @@ class ADC(Compressor):
         kmeans_backend, kmeans_iters, kmeans_tol: K-means settings (paper: 50 iterations).
     """
 
+    ratio_params = {"xi": "xi", "batch_ratio": "tb", "token_ratio": "kn"}  # noqa: RUF012
+
     def __init__(
         self,
         spec: TokenSpec,

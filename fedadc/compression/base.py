@@ -70,6 +70,7 @@ class Compressor(nn.Module):
     name: ClassVar[str] = "base"
     merges_samples: ClassVar[bool] = False
     compress_at_eval: ClassVar[bool] = False
+    ratio_params: ClassVar[dict[str, str]] = {}  # ratio parameter -> its tag in run names
 
     def __init__(self, spec: TokenSpec) -> None:
         super().__init__()

@@ -28,6 +28,7 @@ class BottleNetPP(Compressor):
     """Per-token MLP autoencoder across the split: ``B x n x d'`` float32 on the wire."""
 
     compress_at_eval = True
+    ratio_params = {"ratio": "r"}  # noqa: RUF012
 
     def __init__(self, spec: TokenSpec, ratio: float, decoder_relu: bool = False) -> None:
         super().__init__(spec)

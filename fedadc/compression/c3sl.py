@@ -33,6 +33,7 @@ class C3SL(Compressor):
     """Sends ``ceil(B / R) x n d`` float32 superpositions instead of ``B x n d``."""
 
     keys: torch.Tensor
+    ratio_params = {"group_size": "R"}  # noqa: RUF012
 
     def __init__(self, spec: TokenSpec, group_size: int = 4, key_seed: int = 0) -> None:
         super().__init__(spec)

@@ -135,6 +135,8 @@ def quantize_ste(x: torch.Tensor, bits: int) -> torch.Tensor:
 class UniformQuantization(Compressor):
     """``bits``-bit min-max quantization of activations and gradients, bit-packed."""
 
+    ratio_params = {"bits": "b"}  # noqa: RUF012
+
     def __init__(self, spec: TokenSpec, bits: int) -> None:
         super().__init__(spec)
         self.bits = check_bits(bits)

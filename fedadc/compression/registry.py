@@ -40,6 +40,13 @@ def compressor_params(name: str) -> dict[str, object]:
     return {p.name: p.default for p in list(sig.parameters.values())[2:]}
 
 
+def ratio_params(name: str) -> dict[str, str]:
+    """A method's ratio parameters -> their short tag (``{}`` for unknown methods, e.g. a
+    report over runs of a method this version no longer has)."""
+    cls = _REGISTRY.get(name)
+    return dict(cls.ratio_params) if cls is not None else {}
+
+
 def create_compressor(name: str, spec: TokenSpec, **params: object) -> Compressor:
     """Build method ``name`` for the split described by ``spec``.
 

@@ -51,6 +51,8 @@ def default_generator(generator: torch.Generator | None) -> torch.Generator:
 class TopK(Compressor):
     """Keeps the ``k = max(1, round(ratio * n * d))`` largest-magnitude entries per sample."""
 
+    ratio_params = {"ratio": "r"}  # noqa: RUF012
+
     def __init__(self, spec: TokenSpec, ratio: float) -> None:
         super().__init__(spec)
         self.ratio = check_ratio(ratio)

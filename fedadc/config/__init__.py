@@ -1,15 +1,12 @@
 """Typed run configuration: Hydra YAML in ``conf/`` -> frozen dataclasses (``RunConfig``).
 
-``compose(["method=topk", "xi=0.05"])`` is the entry point for code and tests;
-``overrides_from_flower(context.run_config)`` feeds it from the Flower app.
+``compose(["method=topk", "xi=0.05"])`` is the entry point for code, tests and the Flower
+app (``strategies/run_config.py`` maps Flower's flat run config onto the same overrides).
 """
 
 from fedadc.config.compose import (
-    FLOWER_INTERNAL_KEYS,
-    FLOWER_KEYS,
     compose,
     conf_dir,
-    overrides_from_flower,
 )
 from fedadc.config.schema import (
     DataConfig,
@@ -25,8 +22,6 @@ from fedadc.config.typed import to_dict, to_run_config
 from fedadc.config.validate import validate
 
 __all__ = [
-    "FLOWER_INTERNAL_KEYS",
-    "FLOWER_KEYS",
     "DataConfig",
     "FederationConfig",
     "MethodConfig",
@@ -37,7 +32,6 @@ __all__ = [
     "WireConfig",
     "compose",
     "conf_dir",
-    "overrides_from_flower",
     "to_dict",
     "to_run_config",
     "validate",

@@ -7,21 +7,43 @@ fedadc-experiment experiment=paper_cifar100_deit_tiny device=cuda --out /data/ex
 
 An experiment file's ``sweep:`` always expands; command-line comma lists expand only with
 ``-m/--multirun`` (Hydra's rule, so a stray comma never starts a sweep by accident).
+
+``python -m fedadc.experiment`` knows the in-process runner only; the ``fedadc-experiment``
+command (``strategies/flower_runner.py``) adds ``--runner flower``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+
+from fedadc.experiment.sweep import Runner, run_reference
 
 log = logging.getLogger("fedadc.experiment")
 
 DEFAULT_ROOT = Path("~/fedadc-experiments")
 
+RunnerFactory = Callable[[argparse.Namespace, Path], AbstractContextManager[Runner]]
+"""Parsed arguments and the output root -> a runner for the whole sweep (its context
+holds what the runner shares between runs, e.g. one local server for all of them)."""
 
-def build_parser() -> argparse.ArgumentParser:
+
+def _reference(args: argparse.Namespace, out: Path) -> AbstractContextManager[Runner]:
+    return contextlib.nullcontext(run_reference)
+
+
+REFERENCE: dict[str, RunnerFactory] = {"reference": _reference}
+
+
+def build_parser(
+    runners: Sequence[str] = tuple(REFERENCE),
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedadc-experiment",
         description="Run a sweep of fedadc runs (resumable: finished runs are skipped). "
@@ -31,26 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-m", "--multirun", action="store_true", help="expand command-line comma lists"
     )
-    parser.add_argument("--runner", choices=("reference", "flower"), default="reference")
+    parser.add_argument("--runner", choices=tuple(runners), default=runners[0])
     parser.add_argument(
         "--out", type=Path, help="output root (default ~/fedadc-experiments/<experiment>)"
     )
     parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="show per-round lines")
-    parser.add_argument(
-        "--flwr-home", type=Path, help="FLWR_HOME for --runner flower (default <out>/.flwr-home)"
-    )
-    parser.add_argument(
-        "--federation-config",
-        default="",
-        help="extra flwr --federation-config items, e.g. 'client-resources-num-cpus=1'",
-    )
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
+    if add_arguments is not None:
+        add_arguments(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(
+    argv: list[str] | None = None,
+    *,
+    runners: Mapping[str, RunnerFactory] = REFERENCE,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """The sweep command with ``runners`` to choose from (``--runner``)."""
+    args = build_parser(tuple(runners), add_arguments).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     logging.getLogger("fedadc").setLevel(logging.INFO if args.verbose else logging.WARNING)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
@@ -73,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         _list(runs, out)
         return 0
-    return _run_all(runs, out, args)
+    return _run_all(runs, out, args, runners[args.runner])
 
 
 def _list(runs: list, out: Path) -> None:
-    from fedadc.experiment.sweep import run_name
+    from fedadc.federated.results import run_name
 
     for i, planned in enumerate(runs, 1):
         path = out / run_name(planned.run)
@@ -87,37 +109,21 @@ def _list(runs: list, out: Path) -> None:
         print(f"[{i}/{len(runs)}] {state:7s} {path.name}  {' '.join(planned.overrides)}")
 
 
-def _run_all(runs: list, out: Path, args: argparse.Namespace) -> int:
+def _run_all(runs: list, out: Path, args: argparse.Namespace, factory: RunnerFactory) -> int:
     from fedadc.experiment.sweep import run_planned
 
-    options: dict[str, object] = {}
-    home = None
-    if args.runner == "flower":
-        from fedadc.experiment.flower_runner import free_ports
-
-        home = (args.flwr_home or out / ".flwr-home").expanduser().resolve()
-        options = {
-            "flwr_home": home,
-            "ports": free_ports(),  # one private SuperLink for the whole sweep
-            "federation_config": args.federation_config,
-        }
     failed = []
-    try:
+    with factory(args, out) as runner:
         for i, planned in enumerate(runs, 1):
             progress = f"[{i}/{len(runs)}]"
             try:
-                run_planned(planned, runner=args.runner, out_root=out, progress=progress, **options)
+                run_planned(planned, runner=runner, out_root=out, progress=progress)
             except Exception as err:  # one failed run must not end a days-long sweep
                 log.error("%s failed: %s: %s", progress, " ".join(planned.overrides), err)
                 log.debug("traceback", exc_info=True)
                 failed.append(planned)
                 if args.fail_fast:
                     break
-    finally:
-        if home is not None:  # ours: started on this sweep's private ports
-            from fedadc.experiment.flower_runner import stop_superlink
-
-            stop_superlink(home, options["ports"])  # type: ignore[arg-type]
     print(f"{len(runs) - len(failed)} of {len(runs)} runs finished; report: fedadc-report {out}")
     return 1 if failed else 0
 

@@ -10,14 +10,13 @@ An experiment is ``conf/experiment/<name>.yaml`` (or any YAML path) holding::
 
 Command-line overrides come last: ``key=v`` replaces that key everywhere (a sweep axis
 included), ``key=v1,v2`` (Hydra's sweep syntax, also ``range(...)``) becomes an axis of
-every product. Runs whose resolved RunConfig is identical are done once (Base ignores xi),
-so a sweep never trains the same configuration twice.
+every product. Runs with the same identity (:func:`fedadc.federated.results.identity`) are
+done once (Base ignores xi), so a sweep never trains the same configuration twice.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,13 +28,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 
-from fedadc.config import RunConfig, compose, conf_dir, to_dict
+from fedadc.config import RunConfig, compose, conf_dir
 from fedadc.config.compose import hydra_value
+from fedadc.federated.results import identity
 
 EXPERIMENT_KEY = "experiment"
-IGNORED_FOR_IDENTITY = ("results_dir", "device")
-"""RunConfig fields that do not change what a run computes (left out of its identity), so
-that a sweep resumed elsewhere or on another GPU finds its finished runs."""
 
 _SIMPLE = re.compile(r"^[A-Za-z0-9_./:+\-]+$")
 _KEYWORDS = {"null", "true", "false", "nan", "inf", "-inf"}
@@ -60,10 +57,7 @@ class PlannedRun:
 
     @property
     def identity(self) -> str:
-        return config_identity(self.run)
-
-
-# ---------------------------------------------------------------- formatting
+        return identity(self.run)
 
 
 def format_value(value: Any) -> str:
@@ -90,9 +84,6 @@ def _parse(overrides: Sequence[str]) -> list[Override]:
 def _slot(override: Override) -> str:
     """The key two overrides compete for (``+x=1`` and ``~x`` both set ``x``)."""
     return override.key_or_group + (f"@{override.package}" if override.package else "")
-
-
-# ---------------------------------------------------------------- experiment files
 
 
 def experiment_path(name: str) -> Path:
@@ -140,9 +131,6 @@ def load_experiment(name: str) -> Experiment:
         blocks=tuple(blocks) or ((),),
         description=str(data.get("description") or ""),
     )
-
-
-# ---------------------------------------------------------------- expansion
 
 
 def split_experiment(overrides: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -203,14 +191,6 @@ def _block_axes(block: Iterable[tuple[str, tuple[str, ...]]]) -> list[tuple[str,
             raise ValueError(f"sweep axis {key!r}: give a YAML list, not a comma list")
         axes.append((_slot(parsed[0]), texts))
     return axes
-
-
-def config_identity(run: RunConfig) -> str:
-    """Canonical JSON of what a run computes: equal strings, equal runs."""
-    data = to_dict(run)
-    for key in IGNORED_FOR_IDENTITY:
-        data.pop(key, None)
-    return json.dumps(data, sort_keys=True, default=str)
 
 
 def plan(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from fedadc.experiment.report import Group
+    from fedadc.experiment.groups import Group
 
 BASE = "identity"
 CURVE_WINDOW = 1.6

@@ -115,7 +115,7 @@ def client_data(run: RunConfig, partition: int) -> ImageSplit:
     if not 0 <= partition < len(parts):
         raise ValueError(
             f"partition id {partition} is outside [0, {len(parts) - 1}]: the federation has "
-            f"{len(parts)} clients (federation.num_clients); start as many SuperNodes"
+            f"{len(parts)} clients (federation.num_clients), one per partition id"
         )
     return load_data(run).train.subset(parts[partition])
 

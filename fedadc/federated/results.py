@@ -20,15 +20,19 @@ round's metrics and checkpointing it leaves no duplicate or missing round.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from fedadc.compression.registry import ratio_params
 from fedadc.config.schema import RunConfig
 from fedadc.federated.server import FederatedServer
 from fedadc.wire.ledger import MessageRecord
@@ -36,15 +40,19 @@ from fedadc.wire.ledger import MessageRecord
 log = logging.getLogger("fedadc")
 
 
-RESUMABLE_CHANGES = frozenset(
-    {
-        "federation.rounds",
-        "federation.budget_epochs",
-        "federation.timeout_s",
-        "results_dir",
-    }
-)
+RESULT_NEUTRAL = frozenset({"results_dir", "device", "threads", "federation.timeout_s"})
+"""Config keys that say where or how a run executes, not what it computes: left out of its
+identity, so the same run resumed elsewhere, on another device or with another thread count
+finds its directory, and a report never counts it as a second run of the same seed. (Device
+and thread count may change float rounding, never the method, data or schedule.)"""
+
+RESUMABLE_CHANGES = RESULT_NEUTRAL | {"federation.rounds", "federation.budget_epochs"}
 """Config keys a resumed run may change (extend the run, or move its directory)."""
+
+PARTIAL_FILES = ("metrics.jsonl", "ledger.csv", "accuracy_vs_bytes.png", "checkpoint.pt.tmp")
+"""What a run killed before its first checkpoint leaves behind (removed when it restarts)."""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+\-]")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -53,17 +61,56 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+def config_dict(run: RunConfig) -> dict:
+    """The resolved config as config.json records it (JSON round trip)."""
+    return json.loads(json.dumps(asdict(run), default=str))
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
+    """Dotted keys -> leaf values; non-empty mappings (method params, model kwargs too) are
+    walked into, so two configs differ exactly where their flat forms do."""
     flat: dict[str, object] = {}
     for key, value in tree.items():
-        if isinstance(value, dict) and key not in ("kwargs", "params"):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            flat[prefix + key] = value
+            flat[f"{prefix}{key}"] = value
     return flat
 
 
+def identity(config: RunConfig | Mapping, ignore: Iterable[str] = ()) -> str:
+    """Canonical JSON of what a run computes: equal strings, the same run.
+
+    ``config`` is a RunConfig or its saved ``config.json``; :data:`RESULT_NEUTRAL` keys and
+    ``ignore`` (e.g. ``("seed",)`` to group seeds) are left out."""
+    data = config_dict(config) if isinstance(config, RunConfig) else config
+    skip = RESULT_NEUTRAL | set(ignore)
+    flat = {k: v for k, v in flatten(data).items() if k not in skip}
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def run_name(run: RunConfig) -> str:
+    """``<method>[-<ratio tags>][-<partition>]-s<seed>-<hash>``, e.g.
+    ``adc-xi0.1-dirichlet0.5-s0-3f2a9c1e`` (no partition with one client); the hash is
+    of :func:`identity`, so the same run always gets the same name."""
+    parts = [run.method.name]
+    for key, tag in ratio_params(run.method.name).items():
+        value = run.method.params.get(key)
+        if value is not None:
+            parts.append(f"{tag}{value:g}" if isinstance(value, (int, float)) else f"{tag}{value}")
+    if run.federation.num_clients > 1:  # one client holds everything: no partition
+        partition = run.partition.kind
+        if partition == "dirichlet":
+            partition += f"{run.partition.alpha:g}"
+        parts.append(partition)
+    digest = hashlib.sha1(identity(run).encode()).hexdigest()[:8]
+    parts += [f"s{run.seed}", digest]
+    return _UNSAFE.sub("_", "-".join(parts))
+
+
 class RunDirectory:
+    """One run's folder (layout in the module docstring); the lifecycle writes it."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
@@ -81,11 +128,31 @@ class RunDirectory:
         log.info("results directory: %s", path)
         return cls(path)
 
+    @classmethod
+    def prepare(cls, run: RunConfig, path: Path) -> tuple[RunDirectory, bool]:
+        """Open ``path`` for ``run``: create it with config.json, or check the config of an
+        unfinished one; the flag says whether it holds a checkpoint to resume from. Files
+        of a run killed before its first checkpoint are removed, so that it starts clean."""
+        directory = cls(path)
+        if (path / "config.json").is_file():
+            directory.check_same_config(run)
+            if (path / "checkpoint.pt").is_file():
+                return directory, True
+            for name in PARTIAL_FILES:
+                (path / name).unlink(missing_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path / "config.json", json.dumps(asdict(run), indent=2, default=str))
+        return directory, False
+
+    def summary(self) -> dict | None:
+        """The run's summary.json, or None while it is unfinished."""
+        file = self.path / "summary.json"
+        return json.loads(file.read_text()) if file.is_file() else None
+
     def append_round(self, row: dict[str, float]) -> None:
         with open(self.path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
 
-    # ---------------------------------------------------------------- checkpoint
     def save_checkpoint(self, server: FederatedServer, history: list[dict[str, float]]) -> None:
         state = {
             "round": int(history[-1]["round"]) if history else 0,
@@ -134,8 +201,8 @@ class RunDirectory:
         saved_path = self.path / "config.json"
         if not saved_path.is_file():
             raise FileNotFoundError(f"cannot resume: {self.path} has no config.json")
-        saved = _flatten(json.loads(saved_path.read_text()))
-        now = _flatten(json.loads(json.dumps(asdict(run), default=str)))
+        saved = flatten(json.loads(saved_path.read_text()))
+        now = flatten(config_dict(run))
         changed = sorted(
             k
             for k in set(saved) | set(now)
@@ -148,7 +215,6 @@ class RunDirectory:
                 f"({diffs}); only {sorted(RESUMABLE_CHANGES)} may change on resume"
             )
 
-    # ---------------------------------------------------------------- final
     def finish(
         self, server: FederatedServer, history: list[dict[str, float]], stop_reason: str
     ) -> dict:

@@ -1,3 +1,3 @@
-from fedadc.train.cli import main
+from fedadc.federated.cli import main
 
 raise SystemExit(main())

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
 
     from fedadc.config import compose, to_run_config
-    from fedadc.train.reference import train_reference
+    from fedadc.federated.reference import train_reference
 
     try:
         if args.resume is not None:

@@ -1,4 +1,4 @@
-"""A real Flower deployment on the loopback address, for tests and benchmarks.
+"""A real Flower deployment on the loopback address, for the tests and benchmarks.
 
 `LocalDeployment` starts a SuperLink and SuperNodes as separate processes through the
 scripts in ``deploy/`` (so the tests exercise what users run), each with its own
@@ -21,61 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
+from strategies.launcher import (
+    ROOT,
+    children,
+    free_ports,
+    is_running,
+    pids_mentioning,
+    run_config_text,
+)
+
 DEPLOY = ROOT / "deploy"
 CONNECTION = "fedadc-test"
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1 (all bound at once)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def flat_run_config(flat: dict, results: Path, extra: str = "") -> str:
-    """`--run-config` text of flat keys (strings quoted) + results-dir + extra."""
-    return (
-        " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in flat.items())
-        + f' results-dir="{results}" {extra}'
-    ).strip()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    kids = [int(p) for p in text.split()]
-    return kids + [g for k in kids for g in _children(k)]
-
-
-def _pids_mentioning(needle: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if needle in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    """False for processes that are gone or zombies (dead, not yet reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class LocalDeployment:
@@ -168,16 +124,16 @@ class LocalDeployment:
         """Stop every process started here and everything Flower started for them."""
         doomed: set[int] = set()
         for proc in self.procs.values():
-            doomed.update([proc.pid, *_children(proc.pid)])
+            doomed.update([proc.pid, *children(proc.pid)])
         # detached helpers (SuperExec, ServerApp) carry this deployment's port
-        doomed.update(_pids_mentioning(f"127.0.0.1:{self.port}"))
+        doomed.update(pids_mentioning(f"127.0.0.1:{self.port}"))
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-        for pid in doomed | set(_pids_mentioning(f"127.0.0.1:{self.port}")):
+        for pid in doomed | set(pids_mentioning(f"127.0.0.1:{self.port}")):
             try:
                 if os.getpgid(pid) == pid:  # a group leader (a detached helper)
                     os.killpg(pid, signal.SIGKILL)
@@ -195,7 +151,7 @@ class LocalDeployment:
     def alive(self) -> list[int]:
         """Pids of processes of this deployment still running (empty after `stop`)."""
         pids = [p.pid for p in self.procs.values() if p.poll() is None]
-        return pids + [p for p in _pids_mentioning(f"127.0.0.1:{self.port}") if _running(p)]
+        return pids + [p for p in pids_mentioning(f"127.0.0.1:{self.port}") if is_running(p)]
 
     # ------------------------------------------------------------------ flwr CLI
     def _write_connection(self) -> None:
@@ -254,7 +210,7 @@ class LocalDeployment:
             CONNECTION,
             "--stream",
             "--run-config",
-            flat_run_config(flat, results, extra),
+            f'{run_config_text(flat)} results-dir="{results}" {extra}'.strip(),
             timeout=timeout,
         )
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

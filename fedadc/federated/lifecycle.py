@@ -1,36 +1,40 @@
-"""The in-process reference: the round loop of the Flower app with function-call transport.
+"""The one run lifecycle: resume, the round loop, a checkpoint per round, the summary.
 
-Same messages, same bytes, same math as ``flwr run``: a test checks that both give the
-same weights and byte counts for the same seed.
+Every federated run goes through :func:`run_federated`, whatever carries its messages: the
+in-process reference (function calls) and the Flower strategy (a ``Grid``) only differ in
+the transport they pass, so resume and results behave the same in both.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from fedadc.config.schema import RunConfig
 from fedadc.data.tensors import ImageData
-from fedadc.federated.inprocess import InProcessTransport
 from fedadc.federated.results import RunDirectory
 from fedadc.federated.rounds import RoundsResult, rounds_for
 from fedadc.federated.server import FederatedServer
 from fedadc.federated.threads import run_threads
 
+if TYPE_CHECKING:
+    from fedadc.federated.rounds import Transport
+
 log = logging.getLogger("fedadc")
 
 
-def train_reference(
+def run_federated(
     run: RunConfig,
-    data: ImageData | None = None,
+    transport: Transport,
     *,
     results: RunDirectory | None = None,
     resume: bool = False,
-    use_cache: bool = True,
+    data: ImageData | None = None,
 ) -> RoundsResult:
-    """Run federated split learning in this process; write a run directory if given."""
-    loop_cls = rounds_for(run)
-    server = FederatedServer(run, data) if data is not None else None
-    loop = loop_cls(run, InProcessTransport(run, use_cache=use_cache), data=data, server=server)
+    """Run ``run`` over ``transport``; with ``results``, write metrics and a checkpoint
+    after every round and the summary at the end, and with ``resume`` continue from the
+    directory's checkpoint (its metrics are rewritten to the checkpointed rounds first)."""
+    loop = rounds_for(run)(run, transport, data=data)
     start, history = 1, []
     if resume:
         if results is None:
@@ -38,14 +42,14 @@ def train_reference(
         done, history = results.load_checkpoint(loop.server)
         start = done + 1
         log.info("resuming after round %d from %s", done, results.path)
+    finished = list(history)
 
-    def on_round(row: dict[str, float], srv: FederatedServer) -> None:
+    def on_round(row: dict[str, float], server: FederatedServer) -> None:
+        finished.append(row)
         if results is not None:
             results.append_round(row)
-            results.save_checkpoint(srv, [*loop_history, row])
-        loop_history.append(row)
+            results.save_checkpoint(server, finished)
 
-    loop_history: list[dict[str, float]] = list(history)
     loop.on_round = on_round
     with run_threads(run):
         result = loop.run(start_round=start, history=history)
