@@ -60,11 +60,11 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from fedadc.config import compose, overrides_from_flower  # noqa: E402
 from fedadc.federated.inprocess import InProcessTransport  # noqa: E402
-from fedadc.federated.messages import FromClient, ToClient  # noqa: E402
 from fedadc.federated.results import RunDirectory  # noqa: E402
 from fedadc.federated.rounds import rounds_for  # noqa: E402
 from fedadc.federated.threads import run_threads  # noqa: E402
 from fedadc.train import train_reference  # noqa: E402
+from fedadc.wire.messages import FromClient, ToClient  # noqa: E402
 from strategies.codec import encode_from_client, encode_to_client  # noqa: E402
 from strategies.split_learning import STEP  # noqa: E402
 

@@ -6,10 +6,11 @@ by a :class:`Ledger`, or run the whole in-process reference with :func:`train_re
 """
 
 from fedadc.compression import Compressor, create_compressor, list_compressors
+from fedadc.compression.kmeans import kmeans
 from fedadc.config.schema import RunConfig
-from fedadc.kmeans import kmeans
 from fedadc.model import ClientHead, ServerTail, TokenSpec, create_vit, split_vit
-from fedadc.train import SplitClient, SplitServer, train_reference
+from fedadc.step import SplitClient, SplitServer
+from fedadc.train import train_reference
 from fedadc.wire import Kind, Ledger, Payload, PayloadError, WireFormat
 
 __all__ = [

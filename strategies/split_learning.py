@@ -17,10 +17,10 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fedadc.config.schema import RunConfig
-from fedadc.federated.messages import FromClient, ToClient
 from fedadc.federated.results import RunDirectory
 from fedadc.federated.rounds import RoundsResult, rounds_for
 from fedadc.federated.server import FederatedServer
+from fedadc.wire.messages import FromClient, ToClient
 from strategies.codec import decode_from_client, encode_to_client
 
 STEP = "train.step"
