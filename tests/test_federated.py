@@ -20,6 +20,7 @@ from fedadc.federated import FederatedClient, InProcessTransport, rounds_for
 from fedadc.federated.build import load_data
 from fedadc.federated.results import RunDirectory
 from fedadc.train import train_reference
+from fedadc.wire import Payload
 from tests.wire_tap import WireTap, assert_ledger_matches_the_wire
 
 MICRO = ModelConfig(
@@ -41,8 +42,6 @@ def make_run(**federation: object) -> RunConfig:
 
 
 def head_weights(result) -> dict[str, torch.Tensor]:
-    from fedadc.wire import Payload
-
     return Payload.from_bytes(result.server.global_head).tensors
 
 
@@ -254,11 +253,15 @@ def method_run(method: str, **federation: object) -> RunConfig:
     )
 
 
+BUILT_IN = list_compressors()
+"""The methods fedadc registers (read at collection, before any test registers its own)."""
+
+
 def test_every_registered_method_has_test_params():
-    assert set(METHOD_PARAMS) == set(list_compressors())
+    assert set(METHOD_PARAMS) == set(BUILT_IN)
 
 
-@pytest.mark.parametrize("method", list_compressors())
+@pytest.mark.parametrize("method", BUILT_IN)
 @pytest.mark.parametrize(
     "steps",
     [
@@ -298,3 +301,21 @@ def test_wire_format_is_applied_by_the_encoder_and_the_ledger_counts_what_was_se
     assert_ledger_matches_the_wire(result.server.ledger, tap.sent)
     assert tap.label_dtypes("up") == {labels}  # labels travel in the run's wire format
     assert_same(result, train_reference(run))
+
+
+def test_the_server_decodes_each_upload_once(monkeypatch):
+    """Validation decodes a reply; the tail trains on, and FedAvg averages, what it decoded."""
+    run = method_run("adc", local_steps=2)
+    tap = WireTap(run)
+    decoded: list[bytes] = []
+    decode = Payload.from_bytes
+
+    def counting(data):
+        decoded.append(bytes(data))
+        return decode(data)
+
+    monkeypatch.setattr(Payload, "from_bytes", counting)
+    rounds_for(run)(run, tap).run()
+    assert tap.sent["up"]
+    for data in tap.sent["up"]:  # step payloads and head uploads
+        assert decoded.count(data) == 1
