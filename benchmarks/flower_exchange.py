@@ -59,9 +59,9 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from fedadc.config import compose  # noqa: E402
 from fedadc.federated.inprocess import InProcessTransport  # noqa: E402
 from fedadc.federated.lifecycle import run_federated  # noqa: E402
-from fedadc.federated.messages import FromClient, ToClient  # noqa: E402
 from fedadc.federated.reference import train_reference  # noqa: E402
 from fedadc.federated.results import RunDirectory  # noqa: E402
+from fedadc.wire.messages import FromClient, ToClient  # noqa: E402
 from strategies.codec import encode_from_client, encode_to_client  # noqa: E402
 from strategies.launcher import LocalSimulation, run_config_text  # noqa: E402
 from strategies.run_config import overrides_from_flower  # noqa: E402

@@ -5,7 +5,7 @@ Usage:  python benchmarks/server_view.py [--xi 0.05 0.1 0.25 0.5] [--rounds 5]
 Runs the in-process federated loop (the same code as ``flwr run``) on the embedded digits
 with ADC at each xi and records, for every payload, what the client had (its batch labels
 and ADC's plan) next to what the server received (activations T x k x d, soft labels T x C,
-``meta["batch_size"]``). From the payload alone, the script then plays the server:
+``batch_size``). From the payload alone, the script then plays the server:
 
 * cluster sizes: a merged label is the mean of its members' one-hot labels, so its entries
   are multiples of 1/size; the smallest size in 1..B that makes every entry integral
@@ -49,7 +49,7 @@ class Seen:
     labels: torch.Tensor  # B hard labels (client)
     sizes: torch.Tensor  # T true cluster sizes (client)
     soft: torch.Tensor  # T x C soft labels (wire)
-    batch: int  # meta["batch_size"] (wire)
+    batch: int  # Payload.batch_size (wire)
     tokens: int  # k (wire)
 
 
@@ -71,7 +71,7 @@ def _recording_encode(self: ADC, tokens, labels, plan):  # type: ignore[no-untyp
             labels=labels.detach().cpu(),
             sizes=torch.bincount(plan["assignments"].cpu(), minlength=num_groups),
             soft=wire["labels"].float(),
-            batch=int(wire.meta["batch_size"]),
+            batch=int(wire.batch_size),
             tokens=int(wire["activations"].shape[1]),
         )
     )

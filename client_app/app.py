@@ -70,6 +70,6 @@ def step(msg: Message, context: Context) -> Message:
     run = _node_run(context)
     pid = _partition(context, run.federation.num_clients)
     with run_threads(run):
-        client = FederatedClient(run, pid, ContextState(context))
+        client = FederatedClient.for_run(run, pid, ContextState(context))
         reply = client.handle(decode_to_client(msg.content))
     return Message(encode_from_client(reply), reply_to=msg)

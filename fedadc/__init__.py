@@ -6,11 +6,11 @@ by a :class:`Ledger`, or run the whole in-process reference with :func:`train_re
 """
 
 from fedadc.compression import Compressor, create_compressor, list_compressors
+from fedadc.compression.kmeans import kmeans
 from fedadc.config.schema import RunConfig
 from fedadc.federated.reference import train_reference
-from fedadc.kmeans import kmeans
 from fedadc.model import ClientHead, ServerTail, TokenSpec, create_vit, split_vit
-from fedadc.train import SplitClient, SplitServer
+from fedadc.step import SplitClient, SplitServer
 from fedadc.wire import Kind, Ledger, Payload, PayloadError, WireFormat
 
 __all__ = [

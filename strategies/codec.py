@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedadc.federated.messages import FromClient, ToClient
+from fedadc.wire.messages import FromClient, ToClient
 
 CTL, HEAD, BLOBS = "fedadc.ctl", "fedadc.head", "fedadc.blobs"
 

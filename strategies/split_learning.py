@@ -19,9 +19,9 @@ from flwr.serverapp import Grid
 
 from fedadc.config.schema import RunConfig
 from fedadc.federated.lifecycle import run_federated
-from fedadc.federated.messages import FromClient, ToClient
 from fedadc.federated.results import RunDirectory
 from fedadc.federated.rounds import RoundsResult
+from fedadc.wire.messages import FromClient, ToClient
 from strategies.codec import decode_from_client, encode_to_client
 
 STEP = "train.step"

@@ -27,7 +27,7 @@ from fedadc.compression.quantization import (
 )
 from fedadc.compression.topk import RandTopK, TopK, index_dtype
 from fedadc.model.spec import TokenSpec
-from fedadc.wire.payload import Payload
+from fedadc.wire.payload import Payload, bytes_by_kind
 
 SPEC = TokenSpec(num_tokens=5, dim=8, num_classes=3)
 N_FEATURES = SPEC.sample_features  # 40
@@ -104,6 +104,7 @@ def assert_roundtrip_equal(payload: Payload) -> None:
     back = wire(payload)
     assert back.tensors.keys() == payload.tensors.keys()
     assert back.kinds == payload.kinds and back.meta == payload.meta
+    assert back.batch_size == payload.batch_size
     for name, tensor in payload.tensors.items():
         assert back[name].dtype == tensor.dtype, name
         assert torch.equal(back[name], tensor), name
@@ -134,7 +135,7 @@ def test_topk_wire_and_bytes(cls: type[TopK]) -> None:
     assert payload["indices"].shape == (batch, 10)
     total = len(payload.to_bytes())
     assert total < identity_bytes(batch)
-    kinds = payload.bytes_by_kind(total)
+    kinds = bytes_by_kind(payload.to_bytes())
     assert kinds["activations"] == batch * 10 * 4
     assert kinds["indices"] == batch * 10 * 1
     assert_roundtrip_equal(payload)
@@ -144,7 +145,7 @@ def test_topk_wire_and_bytes(cls: type[TopK]) -> None:
     assert torch.equal(rec.server_input, expected)
     grad_payload = comp.encode_gradient(torch.ones_like(rec.leaf), payload)
     assert set(grad_payload.tensors) == {"gradients"}
-    assert grad_payload.bytes_by_kind(len(grad_payload.to_bytes()))["gradients"] == batch * 10 * 4
+    assert bytes_by_kind(grad_payload.to_bytes())["gradients"] == batch * 10 * 4
 
 
 def test_index_dtype_thresholds() -> None:
@@ -161,7 +162,7 @@ def test_topk_uint16_indices_roundtrip() -> None:
     plan = comp.make_plan(tokens, None, labels)
     payload = wire(comp.encode(tokens, labels, plan).payload)
     assert payload["indices"].dtype == torch.uint16
-    kinds = payload.bytes_by_kind(len(payload.to_bytes()))
+    kinds = bytes_by_kind(payload.to_bytes())
     assert kinds["indices"] == 4 * comp.k * 2
     rec = comp.receive(payload)
     assert torch.equal(rec.server_input, mask_composite(plan["indices"], spec)(tokens))
@@ -293,10 +294,10 @@ def test_c3sl_wire_and_bytes() -> None:
     assert set(payload.tensors) == {"activations", "labels"}  # keys are never sent
     assert payload["activations"].shape == (2, N_FEATURES)
     assert payload["activations"].dtype == torch.float32
-    assert payload.meta["batch_size"] == "7"
+    assert payload.batch_size == 7 and "batch_size" not in payload.meta
     total = len(payload.to_bytes())
     assert total < identity_bytes(7)
-    assert payload.bytes_by_kind(total)["activations"] == 2 * N_FEATURES * 4
+    assert bytes_by_kind(payload.to_bytes())["activations"] == 2 * N_FEATURES * 4
     assert_roundtrip_equal(payload)
     rec = comp.receive(wire(payload))
     assert rec.server_input.shape == (7, SPEC.num_tokens, SPEC.dim)
@@ -365,7 +366,7 @@ def test_bottlenet_wire_and_bytes() -> None:
     assert payload["activations"].dtype == torch.float32
     total = len(payload.to_bytes())
     assert total < identity_bytes(6)
-    assert payload.bytes_by_kind(total)["activations"] == 6 * SPEC.num_tokens * 4 * 4
+    assert bytes_by_kind(payload.to_bytes())["activations"] == 6 * SPEC.num_tokens * 4 * 4
     assert_roundtrip_equal(payload)
     assert comp.eval_forward(tokens).shape == tokens.shape
 
@@ -426,17 +427,14 @@ def test_quantization_wire_and_bytes(bits: int) -> None:
     assert payload["scales"].dtype == torch.float32 and payload["scales"].shape == (2,)
     total = len(payload.to_bytes())
     assert total < identity_bytes(batch)
-    kinds = payload.bytes_by_kind(total)
+    kinds = bytes_by_kind(payload.to_bytes())
     assert kinds["activations"] == math.ceil(batch * N_FEATURES * bits / 8)
     assert kinds["scales"] == 8
     assert_roundtrip_equal(payload)
     rec = comp.receive(wire(payload))
     torch.testing.assert_close(rec.server_input, quantize_dequantize(tokens, bits))
     grad_payload = comp.encode_gradient(torch.randn_like(rec.leaf), payload)
-    assert (
-        grad_payload.bytes_by_kind(len(grad_payload.to_bytes()))["gradients"]
-        == kinds["activations"]
-    )
+    assert bytes_by_kind(grad_payload.to_bytes())["gradients"] == kinds["activations"]
     assert comp.nominal_xi(batch) == bits / 32
 
 

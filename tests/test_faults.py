@@ -22,12 +22,12 @@ from fedadc.compression import create_compressor, list_compressors
 from fedadc.config.schema import DataConfig, MethodConfig, RunConfig
 from fedadc.federated import InProcessTransport, rounds_for
 from fedadc.federated.build import load_data
-from fedadc.federated.messages import FromClient, ToClient
+from fedadc.federated.reference import train_reference
 from fedadc.federated.results import RunDirectory
 from fedadc.federated.server import FederatedServer
 from fedadc.federated.validation import RejectedPayload, default_max_payload_bytes
-from fedadc.train import train_reference
 from fedadc.wire import Payload
+from fedadc.wire.messages import FromClient, ToClient
 from fedadc.wire.payload import Kind
 from tests.test_federated import assert_same, make_run
 
@@ -60,14 +60,11 @@ def valid_reply(method: str) -> tuple[bytes, bytes]:
     run = small_run(method, METHODS[method], local_steps=1)
     server = FederatedServer(run, load_data(run))
     transport = InProcessTransport(run)
-    (first,) = transport.exchange({HOSTILE: ToClient(1, 0, 1, head=server.global_head)}).values()
-    (last,) = transport.exchange(
-        {
-            HOSTILE: ToClient(
-                1, 1, 0, gradients=server.train_on({HOSTILE: first}, 1, 0)[HOSTILE], finish=True
-            )
-        }
-    ).values()
+    start = ToClient(1, 0, 1, head=server.global_head)
+    (first,) = transport.exchange({HOSTILE: start}).values()
+    checked = server.validate(HOSTILE, start, first)
+    gradients = server.train_on({HOSTILE: checked}, 1, 0)[HOSTILE]
+    (last,) = transport.exchange({HOSTILE: ToClient(1, 1, 0, gradients, finish=True)}).values()
     return first.payloads[0], last.head
 
 
@@ -81,14 +78,17 @@ class Replay:
         return {self.reply.partition: self.reply}
 
 
-def edit(data: bytes, drop: tuple[str, ...] = (), meta: dict | None = None, **tensors) -> bytes:
+def edit(
+    data: bytes, drop: tuple[str, ...] = (), batch_size: int | None = None, **tensors
+) -> bytes:
     payload = Payload.from_bytes(data)
     for name in drop:
         del payload.tensors[name], payload.kinds[name]
     for name, tensor in tensors.items():
         payload.tensors[name] = tensor
         payload.kinds.setdefault(name, Kind.ACTIVATIONS)
-    payload.meta.update(meta or {})
+    if batch_size is not None:
+        payload.batch_size = batch_size
     return payload.to_bytes()
 
 
@@ -192,7 +192,7 @@ PAYLOAD_CASES = [
     (
         "claimed-batch-size",
         "adc",
-        lambda d: edit(d, meta={"batch_size": "100000"}),
+        lambda d: edit(d, batch_size=100000),
         r"meta batch_size 100000 outside \[1, 8\]",
     ),
     (
@@ -230,7 +230,7 @@ PAYLOAD_CASES = [
     (
         "c3sl-batch-mismatch",
         "c3sl",
-        lambda d: edit(d, meta={"batch_size": "3"}),
+        lambda d: edit(d, batch_size=3),
         "does not match",
     ),
     (
@@ -277,6 +277,11 @@ def _edit_head(head: bytes, change) -> bytes:
     return out.to_bytes()
 
 
+def messages(accepted: dict) -> dict[int, FromClient]:
+    """The replies the loop accepted, as they came over the wire."""
+    return {pid: checked.message for pid, checked in accepted.items()}
+
+
 def tail_state(server: FederatedServer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in server.split.tail.state_dict().items()}
 
@@ -318,10 +323,10 @@ def test_honest_payloads_pass(method):
     payload, head = valid_reply(method)
     ok = FromClient(partition=HOSTILE, payloads=[payload])
     accepted, rejected, unchanged, _ = exchange_once(method, ok, ToClient(1, 0, 1))
-    assert accepted == {HOSTILE: ok} and rejected == [] and not unchanged
+    assert messages(accepted) == {HOSTILE: ok} and rejected == [] and not unchanged
     done = FromClient(partition=HOSTILE, head=head, num_examples=8)
     accepted, rejected, _, _ = exchange_once(method, done, ToClient(1, 1, 0, finish=True))
-    assert accepted == {HOSTILE: done} and rejected == []
+    assert messages(accepted) == {HOSTILE: done} and rejected == []
 
 
 @pytest.mark.parametrize("method", list_compressors())
@@ -492,7 +497,7 @@ def resumable_run(results_dir: str) -> RunConfig:
 KILLED_SCRIPT = """
 import sys
 from fedadc.federated.results import RunDirectory
-from fedadc.train import train_reference
+from fedadc.federated.reference import train_reference
 from tests.test_faults import resumable_run
 
 run = resumable_run(sys.argv[1])

@@ -6,17 +6,22 @@ import math
 import pytest
 import torch
 
+from fedadc.compression import list_compressors
 from fedadc.config.schema import (
+    DataConfig,
     FederationConfig,
     MethodConfig,
     ModelConfig,
     PartitionConfig,
     RunConfig,
+    WireConfig,
 )
-from fedadc.federated import InProcessTransport, rounds_for
+from fedadc.federated import FederatedClient, InProcessTransport, rounds_for
 from fedadc.federated.build import load_data
+from fedadc.federated.reference import train_reference
 from fedadc.federated.results import RunDirectory
-from fedadc.train import train_reference
+from fedadc.wire import Payload
+from tests.wire_tap import WireTap, assert_ledger_matches_the_wire
 
 MICRO = ModelConfig(
     split_at=2,
@@ -37,8 +42,6 @@ def make_run(**federation: object) -> RunConfig:
 
 
 def head_weights(result) -> dict[str, torch.Tensor]:
-    from fedadc.wire import Payload
-
     return Payload.from_bytes(result.server.global_head).tensors
 
 
@@ -227,3 +230,92 @@ def test_trains_on_local_datasets_in_every_format(tmp_path, writer, source):
     assert data.num_classes == 3 and data.image_shape == (3, 12, 12)
     assert len(result.history) == 2 and math.isfinite(result.history[-1]["test_loss"])
     assert result.server.ledger.realised_xi() < 0.3
+
+
+METHOD_PARAMS = {
+    "identity": {},
+    "adc": {"xi": 0.25},
+    "quantization": {"bits": 4},
+    "topk": {"ratio": 0.1},
+    "randtopk": {"ratio": 0.1},
+    "c3sl": {"group_size": 2},
+    "bottlenet": {"ratio": 0.25},
+}
+
+
+def method_run(method: str, **federation: object) -> RunConfig:
+    """One round of two clients on a micro ViT with ``method``."""
+    fed = {"num_clients": 2, "rounds": 1, "batch_size": 8, **federation}
+    return dataclasses.replace(
+        make_run(**fed),
+        method=MethodConfig(method, METHOD_PARAMS[method]),
+        data=DataConfig(max_test_samples=64),
+    )
+
+
+BUILT_IN = list_compressors()
+"""The methods fedadc registers (read at collection, before any test registers its own)."""
+
+
+def test_every_registered_method_has_test_params():
+    assert set(METHOD_PARAMS) == set(BUILT_IN)
+
+
+@pytest.mark.parametrize("method", BUILT_IN)
+@pytest.mark.parametrize(
+    "steps",
+    [
+        {"local_steps": 2},
+        {"local_steps": 4, "steps_per_message": 2},
+        {"local_steps": 4, "steps_per_message": 2, "head_update": "stale"},
+    ],
+    ids=["S=1", "S=2", "S=2-stale"],
+)
+def test_stateful_client_equals_the_in_memory_one_bit_for_bit(method, steps, monkeypatch):
+    """The client restored from its state bytes (recompute + plan replay for every
+    gradient) drives the same SplitClient to the same weights as the one kept in memory."""
+    run = method_run(method, **steps)
+    replayed: list[int] = []
+    replay = FederatedClient._replay
+
+    def counting(self, split, round_, step):
+        replayed.append(step)
+        return replay(self, split, round_, step)
+
+    monkeypatch.setattr(FederatedClient, "_replay", counting)
+    in_memory = train_reference(run)
+    assert replayed == []  # the live SplitClient kept every pending graph
+    stateful = train_reference(run, use_cache=False)
+    assert len(replayed) == 2 * steps["local_steps"]  # every step of both clients replayed
+    assert_same(in_memory, stateful)
+
+
+@pytest.mark.parametrize("method, labels", [("adc", "float16"), ("identity", "int16")])
+def test_wire_format_is_applied_by_the_encoder_and_the_ledger_counts_what_was_sent(method, labels):
+    run = dataclasses.replace(
+        method_run(method, local_steps=2),
+        wire=WireConfig(soft_label_dtype="float16", hard_label_dtype="int16"),
+    )
+    tap = WireTap(run)
+    result = rounds_for(run)(run, tap).run()
+    assert_ledger_matches_the_wire(result.server.ledger, tap.sent)
+    assert tap.label_dtypes("up") == {labels}  # labels travel in the run's wire format
+    assert_same(result, train_reference(run))
+
+
+def test_the_server_decodes_each_upload_once(monkeypatch):
+    """Validation decodes a reply; the tail trains on, and FedAvg averages, what it decoded."""
+    run = method_run("adc", local_steps=2)
+    tap = WireTap(run)
+    decoded: list[bytes] = []
+    decode = Payload.from_bytes
+
+    def counting(data):
+        decoded.append(bytes(data))
+        return decode(data)
+
+    monkeypatch.setattr(Payload, "from_bytes", counting)
+    rounds_for(run)(run, tap).run()
+    assert tap.sent["up"]
+    for data in tap.sent["up"]:  # step payloads and head uploads
+        assert decoded.count(data) == 1

@@ -13,13 +13,15 @@ import pytest
 import torch
 
 from fedadc.config import compose
+from fedadc.federated import rounds_for
 from fedadc.federated.build import load_data
+from fedadc.federated.reference import train_reference
 from fedadc.federated.results import RunDirectory
 from fedadc.federated.server import FederatedServer
-from fedadc.train import train_reference
 from fedadc.wire import Payload
 from strategies.run_config import overrides_from_flower
 from tests.flower_support import TINY_RUN
+from tests.wire_tap import WireTap, assert_ledger_matches_the_wire
 
 pytestmark = pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")
 
@@ -48,3 +50,19 @@ def test_flower_simulation_equals_the_in_process_reference(flower, tmp_path):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
         summaries.append(summary)
     assert summaries[0]["final_accuracy"] == summaries[1]["final_accuracy"]
+
+
+def test_flower_ledger_counts_the_bytes_sent_in_the_run_wire_format(flower, tmp_path):
+    """float16 soft labels, int16 hard labels: the Flower server's ledger records exactly
+    the reference's, whose per-kind bytes are the serialized tensors', both directions."""
+    wire = "wire.soft_label_dtype=float16 wire.hard_label_dtype=int16"
+    flat = {**TINY_RUN, "rounds": 1, "overrides": f"{TINY_RUN['overrides']} {wire}"}
+    run = compose(overrides_from_flower(flat))
+    tap = WireTap(run)
+    reference = rounds_for(run)(run, tap).run()
+    assert_ledger_matches_the_wire(reference.server.ledger, tap.sent)
+    assert tap.label_dtypes("up") == {"float16"}  # ADC's soft labels, as configured
+    run_dir, _ = flower.run(tmp_path, flat=flat)
+    server = FederatedServer(run, load_data(run))
+    RunDirectory(run_dir).load_checkpoint(server)
+    assert server.ledger.records == reference.server.ledger.records

@@ -151,7 +151,7 @@ def test_the_strategy_drops_silent_failed_and_garbled_clients(caplog, monkeypatc
     """Client 0 replies, client 1 never replies within federation.timeout_s, client 2
     replies with an error, client 3 with a record fedadc cannot decode, client 4 with a
     reply claiming partition 0 (kept under its own partition, for the server to reject)."""
-    from fedadc.federated.messages import FromClient, ToClient
+    from fedadc.wire.messages import FromClient, ToClient
     from strategies import split_learning
     from strategies.codec import encode_from_client
     from strategies.split_learning import SplitLearningStrategy

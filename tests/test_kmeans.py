@@ -1,4 +1,4 @@
-"""Tests for fedadc.kmeans: agreement with scikit-learn, determinism, and no empty/NaN clusters."""
+"""fedadc.compression.kmeans: agreement with scikit-learn, determinism, no empty or NaN clusters."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from fedadc.kmeans import BACKENDS, KMeansResult, _fill_empty, kmeans
+from fedadc.compression.kmeans import BACKENDS, KMeansResult, _fill_empty, kmeans
 
 
 def _gen(seed: int) -> torch.Generator:

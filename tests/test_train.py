@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from fedadc.compression import create_compressor
 from fedadc.model.split import split_vit
-from fedadc.train import SplitClient, SplitServer
+from fedadc.step import SplitClient, SplitServer
 from fedadc.wire import Ledger, Payload
 from tests.conftest import TINY_VIT
 

@@ -1,16 +1,19 @@
 """Bytes are counted as the serialized size; the ledger adds up."""
 
+import json
 import math
 
+import numpy as np
 import pytest
+import safetensors.numpy
 import torch
 
-from fedadc.wire import Kind, Ledger, Payload, PayloadError, WireFormat
+from fedadc.wire import Kind, Ledger, Payload, PayloadError, WireFormat, bytes_by_kind
 
 
 def _payload() -> Payload:
     g = torch.Generator().manual_seed(0)
-    p = Payload(meta={"batch_size": "4"})
+    p = Payload(batch_size=4)
     p.add("activations", torch.randn(4, 5, 6, generator=g), Kind.ACTIVATIONS)
     p.add("labels", torch.tensor([0, 3, 2, 1]), Kind.LABELS)
     p.add("indices", torch.arange(7, dtype=torch.int32), Kind.INDICES)
@@ -19,8 +22,9 @@ def _payload() -> Payload:
 
 def test_round_trip_keeps_tensors_dtypes_kinds_and_meta():
     p = _payload()
+    p.meta["note"] = "x"
     q = Payload.from_bytes(p.to_bytes())
-    assert q.meta == {"batch_size": "4"}
+    assert q.meta == {"note": "x"} and q.batch_size == 4
     assert q.kinds == p.kinds
     for name, tensor in p.tensors.items():
         assert q[name].dtype == tensor.dtype
@@ -30,7 +34,7 @@ def test_round_trip_keeps_tensors_dtypes_kinds_and_meta():
 def test_bytes_by_kind_sum_to_serialized_size_and_match_raw_buffers():
     p = _payload()
     data = p.to_bytes()
-    sizes = p.bytes_by_kind(len(data))
+    sizes = bytes_by_kind(data)
     assert sum(sizes.values()) == len(data)
     assert sizes["activations"] == 4 * 5 * 6 * 4
     assert sizes["labels"] == 4 * 8
@@ -44,10 +48,7 @@ def test_label_wire_dtypes_shrink_labels_and_restore_dtypes():
     small = WireFormat(soft_label_dtype="float16", hard_label_dtype="int16")
     for payload, saved in ((hard, 3 * 6), (soft, 2 * 2)):
         wide, narrow = payload.to_bytes(), payload.to_bytes(small)
-        assert (
-            payload.bytes_by_kind(len(wide))["labels"]
-            - payload.bytes_by_kind(len(narrow), small)["labels"]
-        ) == saved
+        assert bytes_by_kind(wide)["labels"] - bytes_by_kind(narrow)["labels"] == saved
     back = Payload.from_bytes(hard.to_bytes(small))["labels"]
     assert back.dtype == torch.int64 and back.tolist() == [1, 2, 3]
     back = Payload.from_bytes(soft.to_bytes(small))["labels"]
@@ -96,3 +97,39 @@ def test_ledger_totals_equal_the_sum_of_messages_and_ratios_follow_the_paper():
     assert ledger.all_in_ratio() > ledger.realised_xi()  # labels and headers cost extra
     assert math.isclose(ledger.nominal_xi(), 0.5)
     assert ledger.summary()["messages"] == 6
+
+
+def test_the_ledger_splits_the_bytes_that_were_sent_not_a_reserialization():
+    """5 x 10 x 8 activations + 5 x 10 soft labels. The ledger reads the split from the
+    bytes' own header: labels sent as float32 count 200 B (a ledger that assumed float16
+    counted 100 B and moved the other 100 B into the header, 380 B instead of 280 B)."""
+    payload = Payload().add("activations", torch.zeros(5, 10, 8), Kind.ACTIVATIONS)
+    payload.add("labels", torch.full((5, 10), 0.1), Kind.LABELS)
+    ledger = Ledger()
+    ledger.record(payload.to_bytes(), direction="up")
+    assert ledger.records[0].bytes_by_kind == {"activations": 1600, "labels": 200, "header": 280}
+    payload.wire = WireFormat(soft_label_dtype="float16")  # the encoder's format
+    data = ledger.transmit(payload, direction="up")
+    assert Payload.from_bytes(data)["labels"].dtype == torch.float32  # cast back on receipt
+    assert ledger.records[1].bytes_by_kind == {"activations": 1600, "labels": 100, "header": 304}
+    assert ledger.records[1].total_bytes == len(data) == 2004
+
+
+def _with_meta(meta: dict[str, str]) -> bytes:
+    """A payload's bytes written by hand, with ``meta`` as its metadata map."""
+    header = {"kinds": {"x": "activations"}, "dtypes": {}, "meta": meta}
+    arrays = {"x": np.zeros(1, dtype=np.float32)}
+    return safetensors.numpy.save(arrays, metadata={"fedadc": json.dumps(header, sort_keys=True)})
+
+
+def test_batch_size_is_typed_and_parsed_once():
+    data = Payload(batch_size=7).add("x", torch.zeros(1), Kind.ACTIVATIONS).to_bytes()
+    assert data == _with_meta({"batch_size": "7"})  # same bytes on the wire as before
+    back = Payload.from_bytes(data)
+    assert back.batch_size == 7 and back.meta == {}
+    assert Payload.from_bytes(_with_meta({})).batch_size is None
+    with pytest.raises(ValueError, match=r"set Payload\.batch_size"):
+        Payload(meta={"batch_size": "7"}).to_bytes()
+    for bad in ("0", "-3", "7.5", "seven", "", "²"):
+        with pytest.raises(PayloadError, match=r"batch_size .* is not a positive integer"):
+            Payload.from_bytes(_with_meta({"batch_size": bad}))

@@ -21,11 +21,12 @@ import torch
 
 from fedadc.compression import adc_math
 from fedadc.compression.base import Compressor, Encoded, Plan
+from fedadc.compression.kmeans import BACKENDS as KMEANS_BACKENDS
+from fedadc.compression.kmeans import kmeans
 from fedadc.compression.registry import register_compressor
-from fedadc.kmeans import BACKENDS as KMEANS_BACKENDS
-from fedadc.kmeans import kmeans
+from fedadc.compression.topk import check_ratio
 from fedadc.model.spec import TokenSpec
-from fedadc.wire.payload import Kind, Payload, PayloadError
+from fedadc.wire.payload import Kind, Payload
 
 MODES = ("double", "merge_only", "tokens_only")
 FEATURES = ("attention", "cls", "mean")
@@ -97,7 +98,6 @@ class ADC(Compressor):
         k = adc_math.num_kept_tokens(self.token_ratio, spec.num_tokens, spec.num_prefix_tokens)
         return t, k
 
-    # ---------------------------------------------------------------- plan
     @torch.no_grad()
     def make_plan(
         self,
@@ -142,7 +142,6 @@ class ADC(Compressor):
         kept = adc_math.top_tokens(group_attention, k, self.spec.num_prefix_tokens)
         return {"assignments": assignments, "kept_tokens": kept}
 
-    # ---------------------------------------------------------------- client
     def encode(self, tokens: torch.Tensor, labels: torch.Tensor, plan: Plan) -> Encoded:
         self.check_batch(tokens, labels)
         assignments, kept = plan["assignments"], plan["kept_tokens"]
@@ -153,20 +152,10 @@ class ADC(Compressor):
         else:
             merged, targets = tokens, labels
         sent = adc_math.gather_tokens(merged, kept)
-        payload = Payload(meta={"batch_size": str(tokens.shape[0])})
+        payload = Payload(batch_size=int(tokens.shape[0]))
         payload.add("activations", sent, Kind.ACTIVATIONS)
         payload.add("labels", targets, Kind.LABELS)
         return Encoded(payload=payload, sent=sent)
-
-    def received_leaf(self, payload: Payload) -> torch.Tensor:
-        leaf = payload["activations"].float()
-        spec = self.spec
-        if leaf.ndim != 3 or leaf.shape[2] != spec.dim or not 1 <= leaf.shape[1] <= spec.num_tokens:
-            raise PayloadError(
-                f"ADC activations must be T x k x {spec.dim} with 1 <= k <= {spec.num_tokens}, "
-                f"got {tuple(leaf.shape)}"
-            )
-        return leaf
 
 
 def _resolve_ratios(
@@ -180,19 +169,14 @@ def _resolve_ratios(
     if explicit:
         if batch_ratio is None or token_ratio is None or xi is not None:
             raise ValueError("give either xi, or both batch_ratio and token_ratio (not a mix)")
-        _check_ratio("batch_ratio", batch_ratio)
-        _check_ratio("token_ratio", token_ratio)
+        check_ratio(batch_ratio, "batch_ratio")
+        check_ratio(token_ratio, "token_ratio")
         return batch_ratio, token_ratio
     if xi is None:
         raise ValueError("ADC needs xi (e.g. xi=0.1) or both batch_ratio and token_ratio")
-    _check_ratio("xi", xi)
+    check_ratio(xi, "xi")
     if mode == "merge_only":
         return xi, 1.0
     if mode == "tokens_only":
         return 1.0, xi
     return adc_math.ratios_from_xi(xi, split_rule)
-
-
-def _check_ratio(name: str, value: float) -> None:
-    if not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value}")

@@ -78,7 +78,6 @@ class Compressor(nn.Module):
         self.encoder = nn.Module()
         self.decoder = nn.Module()
 
-    # ---------------------------------------------------------------- accounting
     def nominal_xi(self, batch_size: int) -> float:
         """The method's compression ratio as the paper states it (activations only)."""
         raise NotImplementedError
@@ -188,7 +187,6 @@ class Compressor(nn.Module):
             )
         self.check_targets(payload["labels"], samples)
 
-    # ---------------------------------------------------------------- evaluation
     def eval_forward(
         self, tokens: torch.Tensor, cls_attention: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -207,7 +205,6 @@ class Compressor(nn.Module):
         payload = self.encode(tokens, labels, plan).payload
         return self.decoder_forward(self.received_leaf(payload).to(tokens.device), payload)
 
-    # ---------------------------------------------------------------- checks
     def check_batch(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
         spec = self.spec
         if tokens.ndim != 3 or tokens.shape[1:] != (spec.num_tokens, spec.dim):

@@ -66,7 +66,7 @@ class C3SL(Compressor):
         return torch.fft.irfft(spectra.sum(dim=1), n=features, dim=-1)
 
     def add_extras(self, payload: Payload, tokens: torch.Tensor, plan: Plan) -> None:
-        payload.meta["batch_size"] = str(tokens.shape[0])
+        payload.batch_size = int(tokens.shape[0])
 
     # ---------------------------------------------------------------- server side
     def received_leaf(self, payload: Payload) -> torch.Tensor:
@@ -91,11 +91,10 @@ class C3SL(Compressor):
         return slots[:batch]
 
     def _batch_size(self, payload: Payload, groups: int) -> int:
-        try:
-            batch = int(payload.meta["batch_size"])
-        except (KeyError, ValueError):
-            raise PayloadError("c3sl payload needs an integer meta['batch_size']") from None
-        if batch < 0 or self.num_groups(batch) != groups:
+        batch = payload.batch_size
+        if batch is None:
+            raise PayloadError("c3sl payload needs its batch_size")
+        if self.num_groups(batch) != groups:
             raise PayloadError(
                 f"c3sl payload batch_size {batch} does not match {groups} group(s) "
                 f"of {self.group_size}"

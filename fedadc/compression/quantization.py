@@ -169,16 +169,13 @@ class UniformQuantization(Compressor):
         codes, scales = quantize(x, self.bits)
         payload = Payload().add(name, pack_codes(codes, self.bits), kind)
         payload.add(scales_name, scales, Kind.SCALES)
-        payload.meta["batch_size"] = str(x.shape[0])
+        payload.batch_size = int(x.shape[0])
         return payload
 
     def _unpack(self, payload: Payload, name: str, scales_name: str) -> torch.Tensor:
-        try:
-            batch = int(payload.meta["batch_size"])
-        except (KeyError, ValueError):
-            raise PayloadError("quantization payload needs an integer meta['batch_size']") from None
-        if batch < 0:
-            raise PayloadError(f"quantization payload has negative batch_size {batch}")
+        batch = payload.batch_size
+        if batch is None:
+            raise PayloadError("quantization payload needs its batch_size")
         scales = payload[scales_name]
         if tuple(scales.shape) != (2,) or not bool(torch.isfinite(scales).all()):
             raise PayloadError(f"quantization payload {scales_name!r} must be 2 finite floats")

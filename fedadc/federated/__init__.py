@@ -1,29 +1,25 @@
-"""Federated split learning, transport-free: messages, client, server and the round loop.
+"""Federated split learning, transport-free: client state, server, and the round loop.
 
 No Flower import here: the Flower apps (``client_app``, ``server_app``, ``strategies``)
-only move these messages between processes.
+only move the messages of :mod:`fedadc.wire` between processes.
 """
 
-from fedadc.federated.client import FederatedClient
+from fedadc.federated.client import ClientSettings, FederatedClient
 from fedadc.federated.inprocess import InProcessTransport
-from fedadc.federated.messages import FromClient, ToClient
-from fedadc.federated.rounds import (
-    RoundsResult,
-    SequentialRounds,
-    SplitLearningRounds,
-    Transport,
-    rounds_for,
-)
+from fedadc.federated.rounds import RoundsResult, SflRounds, SlRounds, rounds_for
 from fedadc.federated.server import FederatedServer
+from fedadc.wire.messages import FromClient, ToClient
+from fedadc.wire.transport import Transport
 
 __all__ = [
+    "ClientSettings",
     "FederatedClient",
     "FederatedServer",
     "FromClient",
     "InProcessTransport",
     "RoundsResult",
-    "SequentialRounds",
-    "SplitLearningRounds",
+    "SflRounds",
+    "SlRounds",
     "ToClient",
     "Transport",
     "rounds_for",

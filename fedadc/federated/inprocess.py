@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fedadc.config.schema import RunConfig
 from fedadc.federated.client import FederatedClient
-from fedadc.federated.messages import FromClient, ToClient
+from fedadc.wire.messages import FromClient, ToClient
 
 
 class InProcessTransport:
@@ -19,6 +19,6 @@ class InProcessTransport:
         replies = {}
         for pid in sorted(messages):
             state = self.states.setdefault(pid, {})
-            client = FederatedClient(self.run, pid, state, use_cache=self.use_cache)
+            client = FederatedClient.for_run(self.run, pid, state, use_cache=self.use_cache)
             replies[pid] = client.handle(messages[pid])
         return replies

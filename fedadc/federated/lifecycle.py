@@ -18,7 +18,7 @@ from fedadc.federated.server import FederatedServer
 from fedadc.federated.threads import run_threads
 
 if TYPE_CHECKING:
-    from fedadc.federated.rounds import Transport
+    from fedadc.wire.transport import Transport
 
 log = logging.getLogger("fedadc")
 

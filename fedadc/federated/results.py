@@ -35,7 +35,6 @@ import torch
 from fedadc.compression.registry import ratio_params
 from fedadc.config.schema import RunConfig
 from fedadc.federated.server import FederatedServer
-from fedadc.wire.ledger import MessageRecord
 
 log = logging.getLogger("fedadc")
 
@@ -157,12 +156,7 @@ class RunDirectory:
         state = {
             "round": int(history[-1]["round"]) if history else 0,
             "history": history,
-            "global_head": server.global_head,
-            "tail": server.split.tail.state_dict(),
-            "decoder": server.compressor.decoder.state_dict(),
-            "tail_optimizer": server.tail_step.optimizer.state_dict(),
-            "losses": server.losses,
-            "ledger": [asdict(r) for r in server.ledger.records],
+            **server.state_dict(),
         }
         tmp = self.path / "checkpoint.pt.tmp"
         with open(tmp, "wb") as fh:
@@ -186,12 +180,7 @@ class RunDirectory:
                 "first round finished; start it again without resume)"
             )
         state = torch.load(checkpoint, weights_only=False)
-        server.set_global_head(state["global_head"])
-        server.split.tail.load_state_dict(state["tail"])
-        server.compressor.decoder.load_state_dict(state["decoder"])
-        server.tail_step.optimizer.load_state_dict(state["tail_optimizer"])
-        server.losses = list(state["losses"])
-        server.ledger.records = [MessageRecord(**r) for r in state["ledger"]]
+        server.load_state_dict(state)
         history = state["history"]
         _write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         return state["round"], history

@@ -1,9 +1,9 @@
 """The round loop of federated split learning, written once for every transport.
 
-``SplitLearningRounds.run`` is the template (like Flower's ``Strategy.start``): each round
+``SflRounds.run`` is the template (like Flower's ``Strategy.start``): each round
 samples clients, trains them (head broadcast, one round trip per S steps, head upload),
 aggregates the heads, evaluates, records, and checks the stop conditions. Subclasses
-override hooks, never the loop: ``SequentialRounds`` is vanilla split learning (clients in
+override hooks, never the loop: ``SlRounds`` is vanilla split learning (clients in
 turn, head relayed). The transport decides how messages travel: a function call for the
 in-process reference, Flower messages in the apps.
 """
@@ -15,29 +15,19 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
 from fedadc.config.schema import RunConfig
 from fedadc.data.tensors import ImageData
 from fedadc.federated.build import load_data
-from fedadc.federated.messages import FromClient, ToClient
 from fedadc.federated.server import FederatedServer
-from fedadc.federated.validation import RejectedPayload
+from fedadc.federated.validation import CheckedReply, RejectedPayload
 from fedadc.seeding import generator
+from fedadc.wire.messages import ToClient
+from fedadc.wire.transport import Transport
 
 log = logging.getLogger("fedadc")
-
-
-class Transport(Protocol):
-    """Delivers one message per client and returns the replies that came back.
-
-    A client missing from the result failed (crashed, timed out, replied with an error);
-    the loop drops it from the rest of the round.
-    """
-
-    def exchange(self, messages: dict[int, ToClient]) -> dict[int, FromClient]: ...
 
 
 @dataclass
@@ -51,7 +41,7 @@ class RoundsResult:
         return self.history[-1]["test_accuracy"] if self.history else float("nan")
 
 
-class SplitLearningRounds:
+class SflRounds:
     """Split federated learning (``sfl``): sampled clients train in parallel on one tail."""
 
     def __init__(
@@ -83,29 +73,25 @@ class SplitLearningRounds:
                 fed.head_update,
             )
 
-    # ================================================================ template
     def run(self, start_round: int = 1, history: list | None = None) -> RoundsResult:
         fed = self.run_config.federation
         result = RoundsResult(history=list(history or []), server=self.server)
         started = time.perf_counter()
         for rnd in range(start_round, fed.rounds + 1):
-            # --- sample clients --------------------------------------------------
             clients = self.sample_clients(rnd)
-            # --- stop before a round the budget cannot pay for ------------------
-            # (head down and up, and at least one exchange like the last one)
+            # stop before a round the budget cannot pay for (head down and up, and at
+            # least one exchange like the last one)
             if self._budget_exhausted(
                 2 * self.server.head_cost(len(clients)) + self._last_exchange_bytes
             ):
                 result.stop_reason = "budget"
                 break
-            # --- train: head broadcast, per-step exchange, head upload -----------
+            # train: head broadcast, per-step exchange, head upload
             losses_before = len(self.server.losses)
             heads = self.train_round(rnd, clients)
             self.check_enough_clients(rnd, clients, heads)
-            # --- aggregate heads --------------------------------------------------
             self.aggregate_heads(rnd, heads)
-            # --- evaluate and record ----------------------------------------------
-            row = self.record(rnd, clients, heads, losses_before, started)
+            row = self.record(rnd, heads, losses_before, started)
             result.history.append(row)
             if self.on_round is not None:
                 self.on_round(row, self.server)
@@ -117,7 +103,6 @@ class SplitLearningRounds:
         log.info("stopped (%s) after %d rounds", result.stop_reason, len(result.history))
         return result
 
-    # ================================================================ hooks
     def sample_clients(self, rnd: int) -> list[int]:
         """Seeded choice of max(min_train_clients, ceil(fraction * N)) partitions."""
         fed = self.run_config.federation
@@ -130,14 +115,14 @@ class SplitLearningRounds:
         )
         return sorted(order[:count].tolist())
 
-    def train_round(self, rnd: int, clients: list[int]) -> dict[int, FromClient]:
+    def train_round(self, rnd: int, clients: list[int]) -> dict[int, CheckedReply]:
         return self.run_clients(rnd, clients, self.server.global_head)
 
-    def aggregate_heads(self, rnd: int, heads: dict[int, FromClient]) -> None:
+    def aggregate_heads(self, rnd: int, heads: dict[int, CheckedReply]) -> None:
         self.server.fedavg(heads)
 
     def check_enough_clients(
-        self, rnd: int, clients: list[int], heads: dict[int, FromClient]
+        self, rnd: int, clients: list[int], heads: dict[int, CheckedReply]
     ) -> None:
         self._require(rnd, len(clients), len(heads))
 
@@ -150,8 +135,7 @@ class SplitLearningRounds:
                 "clients are logged above)"
             )
 
-    # ================================================================ exchange
-    def run_clients(self, rnd: int, clients: list[int], head: bytes) -> dict[int, FromClient]:
+    def run_clients(self, rnd: int, clients: list[int], head: bytes) -> dict[int, CheckedReply]:
         """Train ``clients`` for one round starting from ``head``; returns their uploads."""
         fed = self.run_config.federation
         per_message, local = fed.messages_steps, fed.local_steps
@@ -180,8 +164,9 @@ class SplitLearningRounds:
                 self.server.received(replies, rnd, done)
                 return replies
 
-    def _exchange(self, rnd: int, messages: dict[int, ToClient]) -> dict[int, FromClient]:
-        """Send ``messages``; return the replies that came back and passed validation.
+    def _exchange(self, rnd: int, messages: dict[int, ToClient]) -> dict[int, CheckedReply]:
+        """Send ``messages``; return the replies that came back and passed validation,
+        decoded once.
 
         A client that failed (no reply) or whose reply is rejected is dropped from the rest
         of the round: its head is not averaged and none of the rejected reply's payloads
@@ -193,7 +178,7 @@ class SplitLearningRounds:
         lost = sorted(set(messages) - set(replies))
         if lost:
             log.warning("round %d: clients %s failed and are dropped from this round", rnd, lost)
-        accepted: dict[int, FromClient] = {}
+        accepted: dict[int, CheckedReply] = {}
         for pid, reply in sorted(replies.items()):
             if pid not in messages:
                 log.warning(
@@ -201,12 +186,10 @@ class SplitLearningRounds:
                 )
                 continue
             try:
-                self.server.validate(pid, messages[pid], reply)
+                accepted[pid] = self.server.validate(pid, messages[pid], reply)
             except RejectedPayload as err:
                 log.warning("round %d: %s; dropped from this round", rnd, err)
                 self.rejected.append((rnd, err))
-                continue
-            accepted[pid] = reply
         return accepted
 
     def _budget_exhausted(self, extra: int = 0) -> bool:
@@ -214,12 +197,10 @@ class SplitLearningRounds:
         budget = self.server.budget_bytes()
         return budget is not None and self.server.spent() + extra > budget
 
-    # ================================================================ records
     def record(
         self,
         rnd: int,
-        clients: list[int],
-        heads: dict[int, FromClient],
+        heads: dict[int, CheckedReply],
         losses_before: int,
         started: float,
     ) -> dict[str, float]:
@@ -259,7 +240,7 @@ class SplitLearningRounds:
         return row
 
 
-class SequentialRounds(SplitLearningRounds):
+class SlRounds(SflRounds):
     """Vanilla split learning (``sl``): clients train one after another, the head is relayed
     through the server (its bytes counted both ways), no averaging."""
 
@@ -270,29 +251,29 @@ class SequentialRounds(SplitLearningRounds):
         )
         return [clients[i] for i in order.tolist()]
 
-    def train_round(self, rnd: int, clients: list[int]) -> dict[int, FromClient]:
+    def train_round(self, rnd: int, clients: list[int]) -> dict[int, CheckedReply]:
         head, last = self.server.global_head, {}
         self._finished = 0
         for c in clients:
             got = self.run_clients(rnd, [c], head)
             if c in got:  # a failed client is skipped; the head goes on from the last one
-                head, last = got[c].head, got
+                head, last = got[c].message.head, got
                 self._finished += 1
         return last
 
     def check_enough_clients(
-        self, rnd: int, clients: list[int], heads: dict[int, FromClient]
+        self, rnd: int, clients: list[int], heads: dict[int, CheckedReply]
     ) -> None:
         # only the last head is kept, but every client that finished counts
         self._require(rnd, len(clients), self._finished)
 
-    def aggregate_heads(self, rnd: int, heads: dict[int, FromClient]) -> None:
+    def aggregate_heads(self, rnd: int, heads: dict[int, CheckedReply]) -> None:
         (reply,) = heads.values()
-        self.server.set_global_head(reply.head)
+        self.server.set_global_head(reply.message.head)
 
 
-def rounds_for(run: RunConfig) -> type[SplitLearningRounds]:
-    return SequentialRounds if run.federation.mode == "sl" else SplitLearningRounds
+def rounds_for(run: RunConfig) -> type[SflRounds]:
+    return SlRounds if run.federation.mode == "sl" else SflRounds
 
 
 def _fmt(n: float) -> str:

@@ -2,36 +2,33 @@
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 import torch
 
 from fedadc.config.schema import RunConfig
 from fedadc.data.tensors import ImageData
+from fedadc.evaluation import EvalResult, evaluate
 from fedadc.federated.build import build_split, client_modules, load_weights, weights_payload
-from fedadc.federated.messages import FromClient, ToClient
-from fedadc.federated.validation import ReplyValidator
-from fedadc.train.evaluate import EvalResult, evaluate
-from fedadc.train.roles import SplitServer
+from fedadc.federated.validation import CheckedReply, ReplyValidator, default_max_payload_bytes
+from fedadc.step import SplitServer
 from fedadc.wire.ledger import Ledger
+from fedadc.wire.messages import FromClient, ToClient
 from fedadc.wire.payload import Kind, Payload, WireFormat
-
-log = logging.getLogger("fedadc")
 
 
 class FederatedServer:
     """Owns the tail (and the server side of the codec) and the global head weights.
 
-    Every byte that crosses the wire passes through :meth:`send` or :meth:`received`, so
-    the ledger is complete: head downloads and uploads (``weights``), payloads, gradients.
+    Every byte that crosses the wire passes through :meth:`send`, :meth:`received` or
+    :meth:`train_on`, so the ledger is complete: head downloads and uploads (``weights``),
+    payloads, gradients. It records the bytes as they were serialized by their encoder.
     """
 
     def __init__(self, run: RunConfig, data: ImageData, ledger: Ledger | None = None) -> None:
         self.run = run
         self.data = data
-        self.ledger = ledger or Ledger(
-            WireFormat(run.wire.soft_label_dtype, run.wire.hard_label_dtype)
-        )
+        self.ledger = ledger or Ledger()
         self.split, self.compressor = build_split(run, data)
         self.spec = self.split.spec
         self.client_side = client_modules(self.split, self.compressor)
@@ -39,72 +36,61 @@ class FederatedServer:
         optimizer = torch.optim.Adam(
             params, lr=run.learning_rate, weight_decay=run.optim.weight_decay
         )
-        self.tail_step = SplitServer(self.split.tail, self.compressor, optimizer, run.device)
+        wire = WireFormat(run.wire.soft_label_dtype, run.wire.hard_label_dtype)
+        self.tail_step = SplitServer(
+            self.split.tail, self.compressor, optimizer, run.device, wire=wire
+        )
         self.global_head = weights_payload(self.client_side).to_bytes()
         self.losses: list[float] = []
-        self.validator = ReplyValidator(run, self.spec, self.compressor, self.global_head)
+        fed = run.federation
+        self.validator = ReplyValidator(
+            self.compressor,
+            self.global_head,
+            batch_size=fed.batch_size,
+            max_examples=fed.local_steps * fed.batch_size,
+            max_payload_bytes=fed.max_payload_bytes
+            if fed.max_payload_bytes is not None
+            else default_max_payload_bytes(self.spec, fed.batch_size),
+        )
 
-    # ---------------------------------------------------------------- validation
-    def validate(self, pid: int, message: ToClient, reply: FromClient) -> None:
-        """Raise :class:`~fedadc.federated.validation.RejectedPayload` unless ``reply`` is
-        safe to train on (before the tail sees any of its payloads)."""
-        self.validator.check(pid, message, reply)
+    def validate(self, pid: int, message: ToClient, reply: FromClient) -> CheckedReply:
+        """``reply`` decoded, or :class:`~fedadc.federated.validation.RejectedPayload` unless
+        it is safe to train on (before the tail sees any of its payloads)."""
+        return self.validator.check(pid, message, reply)
 
-    # ---------------------------------------------------------------- accounting
-    def send(self, messages: dict[int, ToClient], round_: int) -> dict[int, ToClient]:
+    def send(self, messages: dict[int, ToClient], round_: int) -> None:
         """Record the bytes of outgoing head downloads (gradients are recorded when made)."""
         for pid, msg in messages.items():
             if msg.head is not None:
-                self._record(msg.head, "down", pid, round_, msg.first_step)
-        return messages
+                self.ledger.record(
+                    msg.head, direction="down", client=pid, round=round_, step=msg.first_step
+                )
 
-    def received(self, replies: dict[int, FromClient], round_: int, step: int) -> None:
-        """Record the bytes of incoming replies (payloads are recorded when trained on)."""
+    def received(self, replies: dict[int, CheckedReply], round_: int, step: int) -> None:
+        """Record the bytes of incoming head uploads (payloads are recorded when trained on)."""
         for pid, reply in sorted(replies.items()):
-            if reply.head is not None:
-                self._record(reply.head, "up", pid, round_, step)
+            if reply.message.head is not None:
+                self.ledger.record(
+                    reply.message.head, direction="up", client=pid, round=round_, step=step
+                )
 
-    def _record(
-        self,
-        data: bytes,
-        direction: str,
-        pid: int,
-        round_: int,
-        step: int,
-        baseline: int = 0,
-        nominal: float | None = None,
-    ) -> Payload:
-        payload = Payload.from_bytes(data)
-        self.ledger.record_bytes(
-            payload,
-            len(data),
-            direction=direction,
-            client=pid,
-            round=round_,
-            step=step,
-            baseline_bytes=baseline,
-            nominal_xi=nominal,
-        )
-        return payload
-
-    # ---------------------------------------------------------------- training
     def train_on(
-        self, replies: dict[int, FromClient], round_: int, first_step: int
+        self, replies: dict[int, CheckedReply], round_: int, first_step: int
     ) -> dict[int, list[bytes]]:
         """Run the tail on every payload, clients in partition order, steps in order."""
         gradients: dict[int, list[bytes]] = {}
         for pid in sorted(replies):
             gradients[pid] = []
-            for offset, data in enumerate(replies[pid].payloads):
-                payload = Payload.from_bytes(data)
-                batch = _batch_size(payload, self.compressor)
-                self.ledger.record_bytes(
-                    payload,
-                    len(data),
+            sent = zip(replies[pid].message.payloads, replies[pid].payloads, strict=True)
+            for offset, (data, payload) in enumerate(sent):
+                step = first_step + offset
+                batch = _client_batch_size(payload)
+                self.ledger.record(
+                    data,
                     direction="up",
                     client=pid,
                     round=round_,
-                    step=first_step + offset,
+                    step=step,
                     baseline_bytes=self.spec.uncompressed_bytes(batch),
                     nominal_xi=self.compressor.nominal_xi(batch),
                 )
@@ -112,21 +98,22 @@ class FederatedServer:
                 self.losses.append(metrics.loss)
                 gradients[pid].append(
                     self.ledger.transmit(
-                        grad, direction="down", client=pid, round=round_, step=first_step + offset
+                        grad, direction="down", client=pid, round=round_, step=step
                     )
                 )
         return gradients
 
-    # ---------------------------------------------------------------- heads
-    def fedavg(self, replies: dict[int, FromClient]) -> None:
+    def fedavg(self, replies: dict[int, CheckedReply]) -> None:
         """Average the uploaded heads, weighted by the samples each trained on."""
-        total = sum(r.num_examples for r in replies.values())
+        total = sum(r.message.num_examples for r in replies.values())
         if total == 0:
             raise RuntimeError("no client reported trained samples; nothing to aggregate")
         avg: dict[str, torch.Tensor] = {}
         for _, reply in sorted(replies.items()):  # fixed order: float sums are not associative
-            weights = Payload.from_bytes(reply.head)
-            w = reply.num_examples / total
+            weights = reply.head
+            if weights is None:
+                raise RuntimeError("fedavg needs every reply's head upload")
+            w = reply.message.num_examples / total
             for name, tensor in weights.tensors.items():
                 avg[name] = avg.get(name, 0) + w * tensor.double()
         self.set_global_head({k: v.float() for k, v in avg.items()})
@@ -140,7 +127,6 @@ class FederatedServer:
             payload.add(name, tensor, Kind.WEIGHTS)
         self.global_head = payload.to_bytes()
 
-    # ---------------------------------------------------------------- evaluation
     def evaluate(self) -> EvalResult:
         """The paper's protocol: the global head + tail, uncompressed, on the test split
         (through the codec for methods whose codec is part of the model, or if asked)."""
@@ -155,6 +141,25 @@ class FederatedServer:
             compressor=self.compressor if through else None,
             device=self.run.device,
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs of the server, as ``torch.save`` can store it."""
+        return {
+            "global_head": self.global_head,
+            "tail": self.split.tail.state_dict(),
+            "decoder": self.compressor.decoder.state_dict(),
+            "tail_optimizer": self.tail_step.optimizer.state_dict(),
+            "losses": list(self.losses),
+            "ledger": self.ledger.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.set_global_head(state["global_head"])
+        self.split.tail.load_state_dict(state["tail"])
+        self.compressor.decoder.load_state_dict(state["decoder"])
+        self.tail_step.optimizer.load_state_dict(state["tail_optimizer"])
+        self.losses = list(state["losses"])
+        self.ledger.load_state_dict(state["ledger"])
 
     def budget_bytes(self) -> float | None:
         epochs = self.run.federation.budget_epochs
@@ -176,8 +181,9 @@ class FederatedServer:
         )
 
 
-def _batch_size(payload: Payload, compressor) -> int:
-    """The client batch B behind a payload (ADC sends T merged samples; B is in meta)."""
-    if "batch_size" in payload.meta:
-        return int(payload.meta["batch_size"])
+def _client_batch_size(payload: Payload) -> int:
+    """The client batch B behind a payload: its typed batch size where the method sends
+    one (ADC sends T merged samples), else one sample per label row."""
+    if payload.batch_size is not None:
+        return payload.batch_size
     return int(payload["labels"].shape[0])

@@ -9,19 +9,21 @@ with at most the model's token count and the batch size in rows, finite values, 
 must have the global head's tensor names, shapes and dtypes and finite values, and the
 sample count that weights FedAvg must be possible.
 
-A reply that fails raises :class:`RejectedPayload` naming the client and the problem; the
-round loop logs it and drops the client from the round like a crashed one
-(``docs/faults.md``).
+A reply that passes comes back as a :class:`CheckedReply` holding its decoded payloads, so
+the server decodes each payload once. A reply that fails raises :class:`RejectedPayload`
+naming the client and the problem; the round loop logs it and drops the client from the
+round like a crashed one (``docs/faults.md``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from fedadc.compression.base import Compressor
-from fedadc.config.schema import RunConfig
-from fedadc.federated.messages import FromClient, ToClient
 from fedadc.model.spec import TokenSpec
+from fedadc.wire.messages import FromClient, ToClient
 from fedadc.wire.payload import Payload, PayloadError
 
 HEADER_SLACK = 64 * 1024
@@ -45,39 +47,53 @@ def default_max_payload_bytes(spec: TokenSpec, batch_size: int) -> int:
     )
 
 
+@dataclass
+class CheckedReply:
+    """A reply that passed validation, its payloads decoded once for the tail to train on."""
+
+    message: FromClient
+    payloads: list[Payload] = field(default_factory=list)
+    """The step payloads of ``message``, decoded, in step order."""
+    head: Payload | None = None
+    """The decoded head upload, on the round's last message."""
+
+
 class ReplyValidator:
-    """Checks every reply of a round against the run's method, model and global head."""
+    """Checks every reply of a round against the run's method, batch size and global head."""
 
     def __init__(
-        self, run: RunConfig, spec: TokenSpec, compressor: Compressor, global_head: bytes
+        self,
+        compressor: Compressor,
+        global_head: bytes,
+        *,
+        batch_size: int,
+        max_examples: int,
+        max_payload_bytes: int,
     ) -> None:
-        fed = run.federation
         self.compressor = compressor
-        self.batch_size = fed.batch_size
-        self.max_examples = fed.local_steps * fed.batch_size
-        self.max_payload_bytes = (
-            fed.max_payload_bytes
-            if fed.max_payload_bytes is not None
-            else default_max_payload_bytes(spec, fed.batch_size)
-        )
+        self.batch_size = batch_size
+        self.max_examples = max_examples
+        self.max_payload_bytes = max_payload_bytes
         head = Payload.from_bytes(global_head)
         self.head_layout = {name: (t.shape, t.dtype) for name, t in head.tensors.items()}
         self.max_head_bytes = 2 * len(global_head) + HEADER_SLACK
 
-    def check(self, client: int, message: ToClient, reply: FromClient) -> None:
-        """Raise :class:`RejectedPayload` unless ``reply`` is a sound answer to ``message``."""
+    def check(self, client: int, message: ToClient, reply: FromClient) -> CheckedReply:
+        """The decoded ``reply``; :class:`RejectedPayload` unless it soundly answers
+        ``message``."""
         try:
-            self._check(client, message, reply)
+            return self._check(client, message, reply)
         except PayloadError as err:
             raise RejectedPayload(client, str(err)) from err
 
-    def _check(self, client: int, message: ToClient, reply: FromClient) -> None:
+    def _check(self, client: int, message: ToClient, reply: FromClient) -> CheckedReply:
         if reply.partition != client:
             raise PayloadError(f"reply claims partition {reply.partition}")
         if len(reply.payloads) != message.num_steps:
             raise PayloadError(
                 f"{len(reply.payloads)} payloads in reply to a request for {message.num_steps}"
             )
+        checked = CheckedReply(reply)
         for offset, data in enumerate(reply.payloads):
             step = message.first_step + offset
             if len(data) > self.max_payload_bytes:
@@ -86,28 +102,25 @@ class ReplyValidator:
                     f"federation.max_payload_bytes={self.max_payload_bytes}"
                 )
             try:
-                payload = Payload.from_bytes(data)
-                self.compressor.validate_payload(payload, self.batch_size)
-                if "batch_size" in payload.meta:
-                    self._check_batch_meta(payload.meta["batch_size"])
+                checked.payloads.append(self._check_payload(Payload.from_bytes(data)))
             except PayloadError as err:
                 raise PayloadError(f"step {step}: {err}") from None
         if message.finish:
-            self._check_head(reply)
+            checked.head = self._check_head(reply)
         elif reply.head is not None:
             raise PayloadError("head upload before the round's last message")
+        return checked
 
-    def _check_batch_meta(self, value: str) -> None:
-        try:
-            batch = int(value)
-        except ValueError:
-            raise PayloadError(f"meta batch_size {value!r} is not an integer") from None
-        if not 1 <= batch <= self.batch_size:
+    def _check_payload(self, payload: Payload) -> Payload:
+        self.compressor.validate_payload(payload, self.batch_size)
+        batch = payload.batch_size
+        if batch is not None and not 1 <= batch <= self.batch_size:
             raise PayloadError(
                 f"meta batch_size {batch} outside [1, {self.batch_size}] (federation.batch_size)"
             )
+        return payload
 
-    def _check_head(self, reply: FromClient) -> None:
+    def _check_head(self, reply: FromClient) -> Payload:
         if reply.head is None:
             raise PayloadError("no head upload in reply to the round's last message")
         if len(reply.head) > self.max_head_bytes:
@@ -134,3 +147,4 @@ class ReplyValidator:
                 f"num_examples={reply.num_examples} outside [1, {self.max_examples}] "
                 "(local_steps x batch_size)"
             )
+        return head

@@ -30,7 +30,7 @@ class ClsAttentionRecorder:
             )
         attention.fused_attn = False
         self.last: torch.Tensor | None = None
-        self._handle = attention.attn_drop.register_forward_hook(self._record)
+        attention.attn_drop.register_forward_hook(self._record)
 
     def _record(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: object) -> None:
         probs = inputs[0]  # B x heads x n x n, post-softmax, pre-dropout
@@ -42,6 +42,3 @@ class ClsAttentionRecorder:
             raise RuntimeError("no CLS attention recorded: run the head forward first")
         row, self.last = self.last, None
         return row
-
-    def remove(self) -> None:
-        self._handle.remove()

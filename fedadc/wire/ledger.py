@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fedadc.wire.payload import Kind, Payload, WireFormat
+from fedadc.wire.payload import Kind, Payload, bytes_by_kind
 
 Direction = Literal["up", "down"]
 
@@ -37,10 +37,13 @@ class MessageRecord:
 
 
 class Ledger:
-    """Records every message and answers "how many bytes, of what, and at what ratio"."""
+    """Records every message and answers "how many bytes, of what, and at what ratio".
 
-    def __init__(self, wire: WireFormat | None = None) -> None:
-        self.wire = wire or WireFormat()
+    It only observes: each record is split by kind from the header of the bytes that were
+    actually sent, never by serializing again with a format of its own.
+    """
+
+    def __init__(self) -> None:
         self.records: list[MessageRecord] = []
 
     def transmit(
@@ -54,11 +57,10 @@ class Ledger:
         baseline_bytes: int = 0,
         nominal_xi: float | None = None,
     ) -> bytes:
-        """Serialize ``payload``, record its exact size, and return the bytes to send."""
-        data = payload.to_bytes(self.wire)
-        self.record_bytes(
-            payload,
-            len(data),
+        """Serialize ``payload`` in its own wire format, record it, return the bytes."""
+        data = payload.to_bytes()
+        self.record(
+            data,
             direction=direction,
             client=client,
             round=round,
@@ -68,10 +70,9 @@ class Ledger:
         )
         return data
 
-    def record_bytes(
+    def record(
         self,
-        payload: Payload,
-        total_bytes: int,
+        data: bytes,
         *,
         direction: Direction,
         client: str | int = 0,
@@ -80,21 +81,26 @@ class Ledger:
         baseline_bytes: int = 0,
         nominal_xi: float | None = None,
     ) -> None:
-        """Record a message serialized elsewhere (``total_bytes = len(its bytes)``)."""
+        """Record one message as sent (``data``: its serialized payload)."""
         self.records.append(
             MessageRecord(
                 direction=direction,
                 client=str(client),
                 round=round,
                 step=step,
-                total_bytes=total_bytes,
-                bytes_by_kind=payload.bytes_by_kind(total_bytes, self.wire),
+                total_bytes=len(data),
+                bytes_by_kind=bytes_by_kind(data),
                 baseline_bytes=baseline_bytes,
                 nominal_xi=nominal_xi,
             )
         )
 
-    # ---------------------------------------------------------------- totals
+    def state_dict(self) -> list[dict[str, object]]:
+        return [asdict(r) for r in self.records]
+
+    def load_state_dict(self, records: list[dict[str, object]]) -> None:
+        self.records = [MessageRecord(**r) for r in records]  # type: ignore[arg-type]
+
     def total_bytes(self, direction: Direction | None = None, kind: Kind | None = None) -> int:
         total = 0
         for rec in self.records:
@@ -115,7 +121,6 @@ class Ledger:
         """Sum of C_Base over steps (one direction), counted on the forward messages."""
         return sum(r.baseline_bytes for r in self.records if r.direction == "up")
 
-    # ---------------------------------------------------------------- ratios
     def realised_xi(self) -> float:
         base = self.baseline_bytes()
         if base == 0:

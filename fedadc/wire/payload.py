@@ -35,6 +35,7 @@ class PayloadError(ValueError):
 
 
 _HEADER_KEY = "fedadc"
+_BATCH_KEY = "batch_size"
 
 
 SOFT_LABEL_DTYPES = ("float32", "float16")
@@ -83,6 +84,12 @@ class Payload:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     kinds: dict[str, Kind] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    batch_size: int | None = None
+    """The client batch B behind the payload, for methods whose tensors do not show it
+    (ADC sends T merged samples, C3-SL G superpositions, quantization packed codes)."""
+    wire: WireFormat = field(default_factory=WireFormat)
+    """How :meth:`to_bytes` encodes labels: set by the encoder from the run's wire config,
+    so the bytes counted are the bytes sent."""
 
     def add(self, name: str, tensor: torch.Tensor, kind: Kind) -> Payload:
         self.tensors[name] = tensor.detach().cpu()
@@ -101,9 +108,11 @@ class Payload:
     def __contains__(self, name: str) -> bool:
         return name in self.tensors
 
-    # ---------------------------------------------------------------- bytes
     def to_bytes(self, wire: WireFormat | None = None) -> bytes:
-        wire = wire or WireFormat()
+        """The safetensors bytes, in ``wire`` or else the payload's own :attr:`wire`."""
+        wire = wire or self.wire
+        if _BATCH_KEY in self.meta:
+            raise ValueError(f"set Payload.batch_size, not meta[{_BATCH_KEY!r}]")
         arrays: dict[str, np.ndarray] = {}
         dtypes: dict[str, str] = {}
         for name, tensor in self.tensors.items():
@@ -114,10 +123,13 @@ class Payload:
             arrays[name] = np.ascontiguousarray(array.astype(target, copy=False))
         # One metadata entry holding sorted JSON: safetensors writes its metadata map in
         # hash order, and identical payloads must be identical bytes.
+        meta = {k: str(v) for k, v in self.meta.items()}
+        if self.batch_size is not None:
+            meta[_BATCH_KEY] = str(self.batch_size)
         header = {
             "kinds": {k: v.value for k, v in self.kinds.items()},
             "dtypes": dtypes,
-            "meta": {k: str(v) for k, v in self.meta.items()},
+            "meta": meta,
         }
         return safetensors.numpy.save(
             arrays, metadata={_HEADER_KEY: json.dumps(header, sort_keys=True)}
@@ -137,23 +149,38 @@ class Payload:
             raise PayloadError(f"malformed payload ({type(err).__name__}: {err})") from err
         if set(kinds) != set(arrays) or not set(dtypes) <= set(arrays):
             raise PayloadError("malformed payload: tensor names and kind tags disagree")
-        payload = cls(meta=meta)
+        payload = cls(meta=meta, batch_size=_parse_batch_size(meta.pop(_BATCH_KEY, None)))
         for name, array in arrays.items():
             restored = array.astype(np.dtype(dtypes.get(name, array.dtype)), copy=False)
             payload.tensors[name] = torch.from_numpy(np.array(restored))
             payload.kinds[name] = kinds[name]
         return payload
 
-    def bytes_by_kind(self, total_bytes: int, wire: WireFormat | None = None) -> dict[str, int]:
-        """Split ``total_bytes = len(self.to_bytes(wire))`` by kind; the values sum to it."""
-        wire = wire or WireFormat()
+
+def bytes_by_kind(data: bytes) -> dict[str, int]:
+    """Split serialized payload bytes by kind, from their own header: each tensor's buffer
+    size as written (whatever wire format wrote it); the rest (``header``) is framing."""
+    header = _read_header(data)
+    try:
+        kinds = json.loads(header["__metadata__"][_HEADER_KEY])["kinds"]
         sizes: dict[str, int] = {}
-        for name, tensor in self.tensors.items():
-            array = tensor.numpy()
-            nbytes = array.size * wire.wire_dtype(self.kinds[name], array).itemsize
-            sizes[self.kinds[name].value] = sizes.get(self.kinds[name].value, 0) + nbytes
-        sizes[Kind.HEADER.value] = total_bytes - sum(sizes.values())
-        return sizes
+        for name, info in header.items():
+            if name != "__metadata__":
+                begin, end = info["data_offsets"]
+                sizes[kinds[name]] = sizes.get(kinds[name], 0) + int(end) - int(begin)
+    except (KeyError, TypeError, ValueError) as err:
+        raise PayloadError(f"malformed payload ({type(err).__name__}: {err})") from err
+    sizes[Kind.HEADER.value] = len(data) - sum(sizes.values())
+    return sizes
+
+
+def _parse_batch_size(value: str | None) -> int | None:
+    """The one parser of the typed batch size: a positive integer, or absent."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise PayloadError(f"malformed payload: batch_size {value!r} is not a positive integer")
+    return int(value)
 
 
 def _read_header(data: bytes) -> dict:

@@ -33,4 +33,3 @@ class FromClient:
     head: bytes | None = None
     num_examples: int = 0
     """Samples trained on this round (weights FedAvg)."""
-    metrics: dict[str, float] = field(default_factory=dict)

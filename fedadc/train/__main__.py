@@ -1,3 +1,0 @@
-from fedadc.federated.cli import main
-
-raise SystemExit(main())
