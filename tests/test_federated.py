@@ -1,7 +1,12 @@
 """The round loop in-process: seeded, budgeted, exact under recompute, resumable."""
 
 import dataclasses
+import json
 import math
+import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,10 +22,11 @@ from fedadc.config.schema import (
     WireConfig,
 )
 from fedadc.federated import FederatedClient, InProcessTransport, rounds_for
-from fedadc.federated.build import load_data
+from fedadc.federated.build import client_data, load_data
 from fedadc.federated.reference import train_reference
 from fedadc.federated.results import RunDirectory
 from fedadc.wire import Payload
+from tests.partition_fingerprint import partition_fingerprint
 from tests.wire_tap import WireTap, assert_ledger_matches_the_wire
 
 MICRO = ModelConfig(
@@ -202,9 +208,30 @@ def test_every_method_runs_a_round(method, params):
 
 
 def test_partition_sizes_and_data_are_shared_by_every_process():
+    """A fresh process (as a Flower client is) builds the same partitions, row for row and
+    byte for byte; together they split the training set without overlap."""
     run = make_run()
     data = load_data(run)
     assert data.num_classes == 10 and len(data.train) == 1437
+    here = partition_fingerprint(run)
+    other = subprocess.run(
+        [sys.executable, "-m", "tests.partition_fingerprint"],
+        input=pickle.dumps(run),
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        timeout=120,
+    )
+    assert other.returncode == 0, other.stderr.decode()[-3000:]
+    assert json.loads(other.stdout.decode().splitlines()[-1]) == here
+
+    sizes = [part["size"] for part in here]
+    assert len(sizes) == run.federation.num_clients and min(sizes) >= 1
+    assert sum(sizes) == len(data.train)
+    rows = torch.cat([torch.tensor(part["rows"], dtype=torch.long) for part in here])
+    assert torch.equal(rows.sort().values, torch.arange(len(data.train)))  # disjoint, complete
+    for pid, part in enumerate(here):
+        own = torch.tensor(part["rows"], dtype=torch.long)
+        assert torch.equal(client_data(run, pid).labels, data.train.labels[own])
 
 
 @pytest.mark.parametrize(
