@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         exe = shutil.which("flower-supernode") or "flower-supernode"
         os.execv(exe, [exe, *flower_args])
+        return  # not reached (exec), except where execv is replaced (tests)
     given = sorted({a.split("=")[0] for a in flower_args} & {*_OWNED, *_UNSUPPORTED})
     if given:
         sys.exit(
