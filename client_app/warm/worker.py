@@ -122,7 +122,8 @@ def serve_task(api: RuntimeApi, address: str, token: str, apps: AppCache) -> str
             log.exception("failed to push the reply message")
             status = api.failed
         api.push_task_output(client, context, status, details)
-        heartbeat.stop()
+        if heartbeat.is_running:
+            heartbeat.stop()
         client.close()
     return status
 
