@@ -1,0 +1,1 @@
+"""PID- and state-reporting echo apps (tests/test_warm_runtime.py)."""
