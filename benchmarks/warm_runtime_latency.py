@@ -3,7 +3,7 @@
 One exchange = one message to each of 2 SuperNodes and both replies, as the ServerApp sees
 it (tests/warm_app, S = 1 shape: one small array each way). Each runtime gets its own
 loopback deployment (a SuperLink and 2 SuperNodes started by `fedadc-supernode`, private
-FLWR_HOMEs and free ports: tests/deployment_support.py), one after the other:
+FLWR_HOMEs and free ports: strategies/local_deployment.py), one after the other:
 
 * stock: ``fedadc-supernode --stock`` (plain ``flower-supernode``: one ``flwr-clientapp``
   process per message) and the ServerApp's ``grid.send_and_receive``;
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
-from tests.deployment_support import CONNECTION, DEPLOY, LocalDeployment, free_ports  # noqa: E402
+from strategies.local_deployment import CONNECTION, DEPLOY, LocalDeployment  # noqa: E402
 
 APP = ROOT / "tests" / "warm_app"
 
@@ -62,19 +62,12 @@ def measure(root: Path, *, warm: bool, exchanges: int, args: argparse.Namespace)
     try:
         deployment.start_superlink()
         for k in range(2):
-            cmd = [sys.executable, "-m", "client_app.warm.cli", *([] if warm else ["--stock"])]
-            cmd += ["--superlink", f"127.0.0.1:{deployment.port}"]
-            cmd += ["--node-config", f"partition-id={k} num-partitions=2"]
-            cmd += ["--port", str(free_ports(1)[0])]  # the Runtime API (Flower's default: 9094)
-            if certs is not None and keys is not None:
+            key = None
+            if keys is not None:
                 deployment.register(keys / f"node_{k}.pub")
-                cmd += ["--root-certificates", str(certs / "ca.crt")]
-                cmd += ["--auth-supernode-private-key", str(keys / f"node_{k}")]
-            else:
-                cmd += ["--insecure"]
-            if warm:
-                cmd += [f"--poll-s={args.poll_s}"]
-            deployment._spawn(f"node-{k}", cmd)
+                key = keys / f"node_{k}"
+            extra = (f"--poll-s={args.poll_s}",) if warm else ()
+            deployment.start_supernode(k, 2, key=key, name=f"node-{k}", stock=not warm, extra=extra)
         deployment.wait_online(2, timeout=300)
         out = root / "out.json"
         config = (

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Start a Flower 1.41 SuperNode for one fedadc client: it holds partition PARTITION_ID of
-# NUM_PARTITIONS (NUM_PARTITIONS must equal the run's num-clients). Each message runs in
-# a new ClientApp process in this Python environment (fedadc must be installed here).
+# NUM_PARTITIONS (NUM_PARTITIONS must equal the run's num-clients). By default it runs
+# fedadc's warm runtime (`fedadc-supernode`: one long-lived ClientApp worker per SuperNode,
+# shortened SuperNode waits; flwr 1.41.0 only, docs/deployment.md "Warm runtime"); with
+# --stock, plain `flower-supernode` (a new ClientApp process per message). Either way the
+# apps run in this Python environment (fedadc must be installed here).
 set -euo pipefail
 
 usage() {
     cat >&2 <<USAGE
 usage: $0 PARTITION_ID NUM_PARTITIONS [--superlink HOST:PORT] [--tls CA_CERT]
-          [--key PRIVATE_KEY] [--data-path DIR] [--port RUNTIME_PORT]
-          [-- EXTRA_FLOWER_SUPERNODE_ARGS...]
+          [--key PRIVATE_KEY] [--data-path DIR] [--port RUNTIME_PORT] [--stock]
+          [-- EXTRA_ARGS...]
   --superlink HOST:PORT  the SuperLink (default 127.0.0.1:8000)
   --tls CA_CERT          verify the SuperLink with this CA certificate (ca.crt);
                          without it the connection is insecure
@@ -18,6 +21,9 @@ usage: $0 PARTITION_ID NUM_PARTITIONS [--superlink HOST:PORT] [--tls CA_CERT]
                          data.path on this node; the partition still selects its share)
   --port RUNTIME_PORT    local port of this SuperNode's ClientApp API
                          (default 9094 + PARTITION_ID, so several fit on one host)
+  --stock                plain flower-supernode: no patch, a ClientApp process per message
+  EXTRA_ARGS             passed on to fedadc-supernode (e.g. --poll-s 0.02) or, with
+                         --stock, to flower-supernode
 USAGE
     exit 2
 }
@@ -27,7 +33,7 @@ USAGE
 pid="$1" total="$2"
 shift 2
 [[ "$pid" -lt "$total" ]] || { echo "error: PARTITION_ID must be < NUM_PARTITIONS" >&2; exit 1; }
-superlink="127.0.0.1:8000" ca="" key="" data_path="" port=$((9094 + pid)) extra=()
+superlink="127.0.0.1:8000" ca="" key="" data_path="" port=$((9094 + pid)) stock="" extra=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --superlink) [[ $# -ge 2 ]] || usage; superlink="$2"; shift 2 ;;
@@ -35,6 +41,7 @@ while [[ $# -gt 0 ]]; do
         --key) [[ $# -ge 2 ]] || usage; key="$2"; shift 2 ;;
         --data-path) [[ $# -ge 2 ]] || usage; data_path="$2"; shift 2 ;;
         --port) [[ $# -ge 2 ]] || usage; port="$2"; shift 2 ;;
+        --stock) stock="--stock"; shift ;;
         --) shift; extra=("$@"); break ;;
         -h|--help) usage ;;
         *) echo "unknown option: $1" >&2; usage ;;
@@ -43,7 +50,7 @@ done
 
 node_config="partition-id=${pid} num-partitions=${total}"
 [[ -z "$data_path" ]] || node_config+=" data-path=\"${data_path}\""
-cmd=(flower-supernode --superlink "$superlink" --port "$port" --node-config "$node_config")
+cmd=(fedadc-supernode ${stock} --superlink "$superlink" --port "$port" --node-config "$node_config")
 if [[ -n "$ca" ]]; then
     [[ -f "$ca" ]] || { echo "error: CA certificate $ca not found" >&2; exit 1; }
     cmd+=(--root-certificates "$ca")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 
 from flwr.app import Context
@@ -13,6 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedadc.config import to_dict
 from fedadc.federated.results import RunDirectory
 from strategies.fast_sim import enable_fast_simulation
+from strategies.flower_private import UnsupportedFlowerError, install_fast_pull
 from strategies.run_config import run_config
 from strategies.split_learning import SplitLearningStrategy
 
@@ -27,11 +28,23 @@ def _log_through_flower() -> None:
     ours.handlers = list(flower.handlers)
 
 
+def _fast_object_pulls() -> None:
+    """A reply pulled before its objects waits 1 s (Flower 1.41.0's first retry); make it
+    5 ms (private API, version-checked: strategies/flower_private.py). Deployment only: a
+    simulation pulls nothing over the network, so there it changes nothing."""
+    try:
+        install_fast_pull()
+    except UnsupportedFlowerError as err:
+        log(WARNING, "fast-deploy: %s; using Flower's own object-pull retries", err)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     _log_through_flower()
     if context.run_config.get("fast-sim"):
         enable_fast_simulation(grid=grid)  # opt-in, private Flower API (strategies/fast_sim.py)
+    if context.run_config.get("fast-deploy", True):
+        _fast_object_pulls()
     run = run_config(context)
     log(INFO, "fedadc run config: %s", to_dict(run))
     resume = str(context.run_config.get("resume", "")).strip()
@@ -39,7 +52,9 @@ def main(grid: Grid, context: Context) -> None:
         RunDirectory(Path(resume).expanduser().resolve()) if resume else RunDirectory.create(run)
     )
     log(INFO, "results directory: %s", results.path)
-    result = SplitLearningStrategy(run, results).start(grid, resume=bool(resume))
+    poll_s = float(context.run_config.get("poll-s", 0.0))
+    strategy = SplitLearningStrategy(run, results, poll_s=poll_s if poll_s > 0 else None)
+    result = strategy.start(grid, resume=bool(resume))
     log(
         INFO,
         "finished (%s): final test accuracy %.4f; results in %s",

@@ -102,8 +102,17 @@ class LocalDeployment:
         return proc
 
     def start_supernode(
-        self, partition: int, total: int, *, key: Path | None = None, name: str | None = None
+        self,
+        partition: int,
+        total: int,
+        *,
+        key: Path | None = None,
+        name: str | None = None,
+        stock: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> subprocess.Popen:
+        """A SuperNode through ``deploy/start_supernode.sh``: the warm runtime, or plain
+        Flower with ``stock``; ``extra`` goes to fedadc-supernode / flower-supernode."""
         name = name or f"supernode-{partition}"
         cmd = [
             str(DEPLOY / "start_supernode.sh"),
@@ -118,6 +127,10 @@ class LocalDeployment:
             cmd += ["--tls", str(self.certs / "ca.crt")]
         if key is not None:
             cmd += ["--key", str(key)]
+        if stock:
+            cmd += ["--stock"]
+        if extra:
+            cmd += ["--", *extra]
         return self._spawn(name, cmd)
 
     def stop(self) -> None:

@@ -55,7 +55,7 @@ FLOWER_NULL_IF_NOT_POSITIVE = frozenset({"budget-epochs", "lr"})
 
 FLOWER_STR_KEYS = FLOWER_GROUP_KEYS | {"results-dir", "overrides"}
 """Flower keys whose value must be a string; all other mapped keys must be numbers."""
-FLOWER_INTERNAL_KEYS = frozenset({"resume", "fast-sim"})
+FLOWER_INTERNAL_KEYS = frozenset({"resume", "fast-sim", "fast-deploy", "poll-s"})
 """Run-config keys the Flower app reads itself (not Hydra config): ignored here. Together
 with :data:`FLOWER_KEYS` they are pyproject's ``[tool.flwr.app.config]``."""
 
@@ -116,8 +116,8 @@ def _group_choice(flower_key: str, group: str, value: str) -> str:
 def run_config(context: Context) -> RunConfig:
     """Compose once per process and run config (clients see one message per step).
 
-    Keys the apps read themselves (``FLOWER_INTERNAL_KEYS``: resume, fast-sim) are left
-    out of the composition.
+    Keys the apps read themselves (``FLOWER_INTERNAL_KEYS``: resume, fast-sim, fast-deploy,
+    poll-s) are left out of the composition.
     """
     key = tuple(sorted(context.run_config.items()))
     if key not in _CACHE:

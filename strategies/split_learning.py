@@ -23,6 +23,7 @@ from fedadc.federated.results import RunDirectory
 from fedadc.federated.rounds import RoundsResult
 from fedadc.wire.messages import FromClient, ToClient
 from strategies.codec import decode_from_client, encode_to_client
+from strategies.grid_exchange import DEFAULT_POLL_S, push_pull
 
 STEP = "train.step"
 INFO_QUERY = "query.info"
@@ -35,14 +36,22 @@ class SplitLearningStrategy:
         run: the typed run configuration.
         results: where metrics, checkpoints and the summary go (None: nowhere).
         node_wait_s: how long to wait for ``federation.num_clients`` nodes to connect.
+        poll_s: seconds between pulls of the replies of an exchange; None: the grid's own
+            interval where it has one (simulation: Flower's 0.1 s, 2 ms with fast-sim),
+            else ``DEFAULT_POLL_S`` (deployment, where ``send_and_receive`` would sleep 3 s).
     """
 
     def __init__(
-        self, run: RunConfig, results: RunDirectory | None = None, node_wait_s: float = 120.0
+        self,
+        run: RunConfig,
+        results: RunDirectory | None = None,
+        node_wait_s: float = 120.0,
+        poll_s: float | None = None,
     ) -> None:
         self.run = run
         self.results = results
         self.node_wait_s = node_wait_s
+        self.poll_s = poll_s
         self.grid: Grid | None = None
         self.nodes: dict[int, int] = {}  # partition id -> node id
 
@@ -64,7 +73,7 @@ class SplitLearningStrategy:
             Message(content=encode_to_client(msg), dst_node_id=self.nodes[pid], message_type=STEP)
             for pid, msg in messages.items()
         ]
-        replies = self.grid.send_and_receive(out, timeout=self.run.federation.timeout_s)
+        replies = self._push_pull(out)
         by_node = {node: pid for pid, node in self.nodes.items()}
         result: dict[int, FromClient] = {}
         for reply in replies:
@@ -91,6 +100,13 @@ class SplitLearningStrategy:
                 silent,
             )
         return dict(sorted(result.items()))  # arrival order must not matter
+
+    def _push_pull(self, out: list[Message]) -> list[Message]:
+        assert self.grid is not None
+        poll_s = self.poll_s
+        if poll_s is None:
+            poll_s = getattr(self.grid, "pull_interval", DEFAULT_POLL_S)
+        return push_pull(self.grid, out, timeout_s=self.run.federation.timeout_s, poll_s=poll_s)
 
     # ================================================================ nodes
     def _wait_for_nodes(self) -> list[int]:
@@ -130,7 +146,7 @@ class SplitLearningStrategy:
             for n in node_ids
         ]
         nodes: dict[int, int] = {}
-        for reply in self.grid.send_and_receive(out, timeout=self.run.federation.timeout_s):
+        for reply in self._push_pull(out):
             if reply.has_error():
                 raise RuntimeError(
                     f"node {reply.metadata.src_node_id} failed: {reply.error.reason}"

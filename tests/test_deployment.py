@@ -1,11 +1,13 @@
 """A real deployment on 127.0.0.1 (SuperLink + 2 SuperNodes as processes) equals simulation.
 
-Both tests start the processes with the scripts in ``deploy/`` and submit the run with
+The tests start the processes with the scripts in ``deploy/`` and submit the run with
 ``flwr run . <connection> --stream``; `LocalDeployment.stop` kills every process they
-started, also when a test fails. A deployment exchange costs seconds (a ClientApp process
-per message, the SuperNode sleeping between pulls), so the runs are tiny: 2 clients,
-S = all local steps (2 exchanges per round), a 2-layer-head ViT of width 32; the TLS test
-trains one round. 3-5 minutes on 2 CPU cores (about 12 s per exchange, more under load).
+started, also when a test fails. The insecure run is done twice: on the warm runtime
+(the scripts' default: one long-lived ClientApp worker per SuperNode, which must serve the
+whole run) and on stock Flower (``--stock``: a ClientApp process per message, about 12 s per
+exchange), so warm == simulation == stock. The runs are tiny: 2 clients, S = all local
+steps (2 exchanges per round), a 2-layer-head ViT of width 32; the TLS + node-auth test
+(warm) trains one round. 3-5 minutes on 2 CPU cores, most of it the stock run.
 
 What "equal" means: the same seed and `threads=1` give the same computation in every
 process, and a deployment ClientApp (a new process per message) recomputes what it needs
@@ -119,19 +121,29 @@ def simulated(tmp_path_factory):
             flower.stop_superlink()
 
 
+def _assert_one_worker_served_each_node(deployment: LocalDeployment, names: list[str]) -> None:
+    for name in names:
+        log = deployment.log_text(name)
+        assert "mode: warm runtime" in log, log[-2000:]
+        assert log.count("ClientApp worker pid") == 1, log[-2000:]  # never restarted
+
+
 @needs_flower
-def test_insecure_deployment_equals_simulation(tmp_path, simulated):
+@pytest.mark.parametrize("runtime", ["warm", "stock"])
+def test_insecure_deployment_equals_simulation(tmp_path, simulated, runtime):
     deployment = LocalDeployment(tmp_path)
     try:
         deployment.start_superlink()
         for pid in range(2):
-            deployment.start_supernode(pid, 2)
+            deployment.start_supernode(pid, 2, stock=runtime == "stock")
         assert len(deployment.wait_online(2)) == 2
         results = tmp_path / "results"
         results.mkdir()
         log = deployment.run(RUN, results)
         assert "round   2" in log and "finished (rounds)" in log
         _assert_same(_results(_only_run(results)), simulated.result(timeout=600))
+        if runtime == "warm":
+            _assert_one_worker_served_each_node(deployment, ["supernode-0", "supernode-1"])
     finally:
         deployment.stop()
     assert deployment.alive() == []
@@ -172,6 +184,7 @@ def test_tls_and_node_auth_deployment_refuses_unknown_nodes(tmp_path, simulated)
         assert "finished (rounds)" in log, log[-2000:]
         assert time.monotonic() - started < 300
         _assert_same_first_round(_results(_only_run(results)), simulated.result(timeout=600))
+        _assert_one_worker_served_each_node(deployment, ["supernode-0", "supernode-1"])
     finally:
         deployment.stop()
     assert deployment.alive() == []

@@ -13,6 +13,7 @@ exchange (``tests/test_faults.py``'s ``DropAt``).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import shutil
@@ -128,7 +129,7 @@ def test_faulty_clients_are_dropped_for_the_round_and_back_in_the_next(flower, t
 
 class FakeReply:
     def __init__(self, node: int, content=None, error: str | None = None) -> None:
-        self.metadata = SimpleNamespace(src_node_id=node)
+        self.metadata = SimpleNamespace(src_node_id=node, reply_to_message_id=f"to-{node}")
         self.content = content
         self.error = SimpleNamespace(reason=error)
 
@@ -137,14 +138,27 @@ class FakeReply:
 
 
 class FakeGrid:
-    """Answers like Flower's Grid after ``timeout``: only the replies that came back."""
+    """Answers like Flower's Grid: each pull returns the replies that came back (each once);
+    its own clock advances only when the strategy sleeps between pulls."""
 
     def __init__(self, replies) -> None:
-        self.replies, self.timeouts = replies, []
+        self.replies, self.now, self.pulls = list(replies), 0.0, 0
 
-    def send_and_receive(self, messages, timeout=None):
-        self.timeouts.append(timeout)
-        return self.replies
+    def push_messages(self, messages):
+        return [f"to-{m['dst_node_id']}" for m in messages]
+
+    def pull_messages(self, ids):
+        self.pulls += 1
+        ids = set(ids)
+        got = [r for r in self.replies if r.metadata.reply_to_message_id in ids]
+        self.replies = [r for r in self.replies if r not in got]
+        return got
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def test_the_strategy_drops_silent_failed_and_garbled_clients(caplog, monkeypatch):
@@ -170,11 +184,17 @@ def test_the_strategy_drops_silent_failed_and_garbled_clients(caplog, monkeypatc
     )
     # outside a running ServerApp Flower cannot build a Message; the grid is fake anyway
     monkeypatch.setattr(split_learning, "Message", lambda **fields: fields)
-    strategy = SplitLearningStrategy(run)
+    monkeypatch.setattr(
+        split_learning,
+        "push_pull",
+        functools.partial(split_learning.push_pull, clock=grid.clock, sleep=grid.sleep),
+    )
+    strategy = SplitLearningStrategy(run, poll_s=0.5)
     strategy.grid, strategy.nodes = grid, nodes
     with caplog.at_level(logging.WARNING):
         got = strategy.exchange({pid: ToClient(1, 0, 1) for pid in range(5)})
-    assert grid.timeouts == [7.0]
+    assert grid.now == pytest.approx(7.0)  # waited for client 1 exactly federation.timeout_s
+    assert grid.pulls == 15  # at 0, 0.5, ..., 7.0 s: every poll_s up to the deadline
     assert sorted(got) == [0, 4] and got[4].partition == 0
     text = caplog.text
     assert "no reply within federation.timeout_s=7.0 from clients [1]" in text

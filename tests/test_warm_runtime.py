@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,8 @@ import pytest
 from client_app.warm import cli
 from client_app.warm.worker import evict_modules
 from strategies import flower_private
-from tests.deployment_support import CONNECTION, DEPLOY, ROOT, LocalDeployment
+from strategies.launcher import ROOT
+from strategies.local_deployment import CONNECTION, LocalDeployment
 
 APP = ROOT / "tests" / "warm_app"
 BIN = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -85,26 +85,14 @@ def _log_pids(log: str, what: str) -> list[int]:
     return [int(p) for p in re.findall(rf"{what} pid (\d+)", log)]
 
 
-def _start(root: Path, *, tls_auth: bool = False) -> LocalDeployment:
-    """A SuperLink and 2 `fedadc-supernode` (warm) SuperNodes, both online."""
-    certs = keys = None
-    if tls_auth:
-        certs, keys = root / "certs", root / "keys"
-        subprocess.run([DEPLOY / "make_certificates.sh", "127.0.0.1", certs], check=True)
-        subprocess.run([DEPLOY / "make_node_keys.sh", "2", keys], check=True)
-    deployment = LocalDeployment(root, certs=certs, node_auth=tls_auth)
+def _start(root: Path) -> LocalDeployment:
+    """A SuperLink and 2 SuperNodes started by deploy/start_supernode.sh (warm by default),
+    both online. (TLS + node auth with the warm runtime: tests/test_deployment.py.)"""
+    deployment = LocalDeployment(root)
     try:
         deployment.start_superlink()
         for k in range(2):
-            cmd = [sys.executable, "-m", "client_app.warm.cli", "--superlink"]
-            cmd += [f"127.0.0.1:{deployment.port}", "--node-config", f"partition-id={k}"]
-            if certs is not None and keys is not None:
-                deployment.register(keys / f"node_{k}.pub")
-                cmd += ["--root-certificates", str(certs / "ca.crt")]
-                cmd += ["--auth-supernode-private-key", str(keys / f"node_{k}")]
-            else:
-                cmd += ["--insecure"]
-            deployment._spawn(f"warm-{k}", cmd)
+            deployment.start_supernode(k, 2, name=f"warm-{k}")
         deployment.wait_online(2, timeout=180)
     except BaseException:
         deployment.stop()
@@ -193,17 +181,3 @@ def test_dead_supernode_stops_the_launcher_and_its_worker(warm):
         not Path(f"/proc/{worker_pid}").exists()
         or "Z" in Path(f"/proc/{worker_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     )
-
-
-@needs_flower
-@on_tested_flower
-def test_warm_runtime_with_tls_and_node_auth(tmp_path):
-    deployment = _start(tmp_path, tls_auth=True)
-    try:
-        nodes = _by_node(_run(deployment, "tls", 3))
-    finally:
-        deployment.stop()
-    assert len(nodes) == 2
-    for replies in nodes.values():
-        assert [r["count"] for r in replies] == [1, 2, 3]
-        assert len({r["pid"] for r in replies}) == 1
