@@ -1,14 +1,17 @@
-"""Seconds per round of a real deployment on loopback, S = 1 against S = all local steps.
+"""Seconds per round of a real deployment on loopback: warm vs stock SuperNodes, S = 1 vs all.
 
-Starts a SuperLink and 2 SuperNodes as processes on 127.0.0.1 (insecure, through the
-scripts in deploy/, each with a private FLWR_HOME and free ports; `strategies/local_deployment.py`),
-submits one `flwr run . <connection> --stream` per steps-per-message value, one after the
-other on the same processes, and reads the round times from each run's metrics.jsonl
-(`wall_s` is cumulative since the round loop started; a round's time is the difference).
-The median is over rounds 2.. (round 1 pays for first-time imports and the FAB install).
-With `--simulation` it also runs the same configs with `flwr run` in simulation.
+For each runtime (`--runtimes warm stock`: fedadc's warm runtime, the scripts' default, and
+plain Flower with `--stock`) starts a SuperLink and 2 SuperNodes as processes on 127.0.0.1
+(insecure, through the scripts in deploy/, each with a private FLWR_HOME and free ports;
+`strategies/local_deployment.py`), submits one `flwr run . <connection> --stream` per
+steps-per-message value, one after the other on the same processes, and reads the round
+times from each run's metrics.jsonl (`wall_s` is cumulative since the round loop started;
+a round's time is the difference). The median is over rounds 2.. (round 1 pays for
+first-time imports and the FAB install). With `--simulation` it also runs the same configs
+with `flwr run` in simulation.
 
     python benchmarks/deployment_latency.py        # 2 clients, 4 local steps, 3 rounds
+    python benchmarks/deployment_latency.py --runtimes warm --rounds 6
     python benchmarks/deployment_latency.py --local-steps 8 --rounds 4 --simulation
 
 Every process started here is stopped at the end, also on errors.
@@ -54,6 +57,33 @@ def only_run(results: Path) -> Path:
     return run
 
 
+def run_deployment(
+    root: Path, runtime: str, clients: int, base: dict, variants: dict[str, int]
+) -> list[tuple]:
+    """One deployment (warm or stock SuperNodes); one run per S, one after the other."""
+    rows = []
+    deployment = LocalDeployment(root)
+    try:
+        started = time.perf_counter()
+        deployment.start_superlink()
+        for pid in range(clients):
+            deployment.start_supernode(pid, clients, stock=runtime == "stock")
+        deployment.wait_online(clients)
+        print(f"{runtime} deployment up in {time.perf_counter() - started:.1f} s", flush=True)
+        for label, s in variants.items():
+            results = root / f"results-s{s}"
+            results.mkdir(parents=True)
+            t0 = time.perf_counter()
+            deployment.run({**base, "steps-per-message": s}, results, timeout=3600)
+            total = time.perf_counter() - t0
+            times = round_times(only_run(results))
+            rows.append((f"deployment, {runtime}", label, s, times, total))
+            print(f"{runtime} S={label}: rounds {[round(t, 2) for t in times]}", flush=True)
+    finally:
+        deployment.stop()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=2)
@@ -61,6 +91,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--overrides", default=BASE["overrides"], help="Hydra overrides")
     parser.add_argument("--simulation", action="store_true", help="also time simulation")
+    parser.add_argument(
+        "--runtimes", nargs="+", choices=["warm", "stock"], default=["warm", "stock"]
+    )
     parser.add_argument(
         "--all-first", action="store_true", help="run S=all before S=1 (to see drift)"
     )
@@ -79,25 +112,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedadc-deploy-bench-") as tmp:
         tmp_path = Path(tmp)
-        deployment = LocalDeployment(tmp_path / "deploy")
-        try:
-            started = time.perf_counter()
-            deployment.start_superlink()
-            for pid in range(args.clients):
-                deployment.start_supernode(pid, args.clients)
-            deployment.wait_online(args.clients)
-            print(f"deployment up in {time.perf_counter() - started:.1f} s", flush=True)
-            for label, s in variants.items():
-                results = tmp_path / f"deploy-s{s}"
-                results.mkdir()
-                t0 = time.perf_counter()
-                deployment.run({**base, "steps-per-message": s}, results, timeout=3600)
-                total = time.perf_counter() - t0
-                times = round_times(only_run(results))
-                rows.append(("deployment", label, s, times, total))
-                print(f"deployment S={label}: rounds {[round(t, 1) for t in times]}", flush=True)
-        finally:
-            deployment.stop()
+        for runtime in args.runtimes:
+            rows += run_deployment(tmp_path / runtime, runtime, args.clients, base, variants)
         if args.simulation:
             simulation = LocalSimulation(tmp_path / "sim-home")
             federation = f"num-supernodes={args.clients} client-resources-num-cpus=2"
@@ -137,12 +153,16 @@ def main() -> None:
         medians[(runtime, s)] = per_round
         print(
             f"| {runtime} | {label} | {exchanges} | {per_round:.1f} | "
-            f"{per_round / exchanges:.1f} | {times[0]:.1f} | {total:.0f} |"
+            f"{per_round / exchanges:.2f} | {times[0]:.1f} | {total:.0f} |"
         )
-    for runtime in ("deployment", "simulation"):
+    for runtime in sorted({r for r, _ in medians}):
         if (runtime, 1) in medians and (runtime, 0) in medians:
             ratio = medians[(runtime, 1)] / medians[(runtime, 0)]
             print(f"\n{runtime}: S=1 takes {ratio:.2f}x the time per round of S=all")
+    for s in (1, 0):
+        warm, stock = medians.get(("deployment, warm", s)), medians.get(("deployment, stock", s))
+        if warm and stock:
+            print(f"S={s or 'all'}: stock / warm time per round = {stock / warm:.1f}x")
 
 
 if __name__ == "__main__":
