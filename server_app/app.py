@@ -12,7 +12,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedadc.config import to_dict
 from fedadc.federated.results import RunDirectory
-from strategies.fast_sim import enable_fast_simulation
+from strategies.fast_sim import maybe_enable_fast_simulation
 from strategies.run_config import run_config
 from strategies.split_learning import SplitLearningStrategy
 
@@ -30,8 +30,8 @@ def _log_through_flower() -> None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     _log_through_flower()
-    if context.run_config.get("fast-sim"):
-        enable_fast_simulation(grid=grid)  # opt-in, private Flower API (strategies/fast_sim.py)
+    # default on: shortens flwr 1.41.0's simulation polls (private API; warns on other versions)
+    maybe_enable_fast_simulation(grid, requested=bool(context.run_config.get("fast-sim", True)))
     run = run_config(context)
     log(INFO, "fedadc run config: %s", to_dict(run))
     resume = str(context.run_config.get("resume", "")).strip()
