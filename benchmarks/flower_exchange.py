@@ -22,8 +22,10 @@ In one invocation, with one private local SuperLink (its own FLWR_HOME, stopped 
     move for the same messages: every fedadc message of a reference run at S = 1 is encoded
     with the apps' codec (strategies/codec.py) into a Flower ``Message``; counted are the
     deflated object tree (Message, RecordDict, records, Arrays, chunks: what a deployment
-    pushes and pulls, without gRPC framing) and the single protobuf ``message_to_proto``.
-    In simulation Flower serializes nothing (messages go to the Ray actors pickled).
+    pushes and pulls, without gRPC framing) and the single protobuf ``message_to_proto``;
+    also the number of Flower objects per message (each one request per hop and direction in
+    a deployment), by kind of message. In simulation Flower serializes nothing (messages go
+    to the Ray actors pickled).
 
 (b) and (c) run twice for Flower: plain, and with fast-sim (strategies/fast_sim.py).
 """
@@ -139,15 +141,16 @@ class WireMeter:
         self.proto = {"up": 0, "down": 0}
         self.messages = 0
         self.state_bytes = 0  # the largest client state (head, optimizer, pending steps)
+        self.object_counts: dict[str, set[int]] = {}  # kind of message -> objects per message
 
     def _node(self, pid: int) -> int:
         # Flower's node ids are random 64-bit integers; their varint size counts
         return self.nodes.setdefault(pid, (1 << 63) + 7919 * (pid + 1))
 
-    def _count(self, msg: Message, direction: str) -> None:
-        self.objects[direction] += sum(
-            len(o.deflate()) for o in get_all_nested_objects(msg).values()
-        )
+    def _count(self, msg: Message, direction: str, kind: str) -> None:
+        objects = get_all_nested_objects(msg).values()
+        self.objects[direction] += sum(len(o.deflate()) for o in objects)
+        self.object_counts.setdefault(f"{direction} {kind}", set()).add(len(objects))
         self.proto[direction] += len(message_to_proto(msg).SerializeToString())
         self.messages += 1
 
@@ -156,11 +159,15 @@ class WireMeter:
         for pid, msg in messages.items():
             out = Message(encode_to_client(msg), dst_node_id=self._node(pid), message_type=STEP)
             out.metadata.__dict__["_message_id"] = str(uuid.uuid4())  # as InMemoryGrid does
-            self._count(out, "down")
+            kind = (
+                "round start (head)" if msg.head is not None else "finish" if msg.finish else "step"
+            )
+            self._count(out, "down", kind)
             sent[pid] = out
         replies = self.inner.exchange(messages)
         for pid, reply in replies.items():
-            self._count(Message(encode_from_client(reply), reply_to=sent[pid]), "up")
+            kind = "head" if reply.head is not None else "payloads"
+            self._count(Message(encode_from_client(reply), reply_to=sent[pid]), "up", kind)
             state = sum(len(v) for v in self.inner.states[pid].values())
             self.state_bytes = max(self.state_bytes, state)
         return replies
@@ -184,6 +191,7 @@ def measure_bytes(flat: dict[str, Any]) -> dict[str, float]:
         "messages": meter.messages,
         "envelope_per_message": (objects - payload) / meter.messages,
         "client_state_bytes": meter.state_bytes,
+        "objects_per_message": {k: sorted(v) for k, v in sorted(meter.object_counts.items())},
     }
 
 
@@ -374,6 +382,9 @@ def report(
         f"    {wire['messages']} messages; Flower envelope "
         f"{wire['envelope_per_message']:.0f} B per message (object trees)"
     )
+    print("    Flower objects per message (one request each per hop and direction, deployed):")
+    for kind, counts in wire["objects_per_message"].items():
+        print(f"      {kind:24} {', '.join(map(str, counts))}")
 
 
 if __name__ == "__main__":

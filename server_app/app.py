@@ -12,7 +12,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedadc.config import to_dict
 from fedadc.federated.results import RunDirectory
-from strategies.fast_sim import enable_fast_simulation
+from strategies.fast_sim import maybe_enable_fast_simulation
 from strategies.flower_private import UnsupportedFlowerError, install_fast_pull
 from strategies.run_config import run_config
 from strategies.split_learning import SplitLearningStrategy
@@ -41,8 +41,8 @@ def _fast_object_pulls() -> None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     _log_through_flower()
-    if context.run_config.get("fast-sim"):
-        enable_fast_simulation(grid=grid)  # opt-in, private Flower API (strategies/fast_sim.py)
+    # default on: shortens flwr 1.41.0's simulation polls (private API; warns on other versions)
+    maybe_enable_fast_simulation(grid, requested=bool(context.run_config.get("fast-sim", True)))
     if context.run_config.get("fast-deploy", True):
         _fast_object_pulls()
     run = run_config(context)

@@ -1,81 +1,84 @@
 """fedadc messages <-> Flower RecordDicts.
 
-Binary parts travel as one uint8 ``Array`` each, so Flower carries exactly the bytes the
-ledger counted (plus Flower's own envelope, measured by the benchmarks).
+A message is ONE ``ConfigRecord``: its control fields, its binary parts (serialized fedadc
+Payloads, in order) as one ``list[bytes]`` value and the head, when sent, as one ``bytes``
+value. Flower moves every object of a message (Message, RecordDict, each record, each Array
+and each Array chunk) as its own request per hop and direction in a deployment, so this
+layout costs 3 objects per message where one ``Array`` per part cost 6-7
+(docs/benchmarks.md). Flower still carries exactly the bytes the ledger counted, plus its
+own envelope.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from typing import Any
+
+from flwr.app import ConfigRecord, RecordDict
 
 from fedadc.wire.messages import FromClient, ToClient
 
-CTL, HEAD, BLOBS = "fedadc.ctl", "fedadc.head", "fedadc.blobs"
+RECORD = "fedadc"
+PARTS, HEAD = "parts", "head"
 
 
-def _array(data: bytes) -> Array:
-    return Array(np.frombuffer(data, dtype=np.uint8))
+def _record(fields: dict[str, Any], parts: list[bytes], head: bytes | None) -> RecordDict:
+    values: dict[str, Any] = {**fields, PARTS: [bytes(p) for p in parts]}
+    if head is not None:
+        values[HEAD] = bytes(head)
+    return RecordDict({RECORD: ConfigRecord(values)})
 
 
-def _bytes(array: Array) -> bytes:
-    return array.numpy().tobytes()
-
-
-def _blobs(items: list[bytes]) -> ArrayRecord:
-    return ArrayRecord(array_dict={f"{i:06d}": _array(b) for i, b in enumerate(items)})
-
-
-def _unblobs(record: ArrayRecord | None) -> list[bytes]:
+def _fields(content: RecordDict, ints: tuple[str, ...]) -> tuple[dict[str, int], ConfigRecord]:
+    """The record's integer fields, checked: a malformed message fails here, with its reason."""
+    record = content.config_records.get(RECORD) if isinstance(content, RecordDict) else None
     if record is None:
-        return []
-    return [_bytes(record[k]) for k in sorted(record.keys())]
+        raise ValueError(f"not a fedadc message: no ConfigRecord {RECORD!r}")
+    missing = [k for k in (*ints, PARTS) if k not in record]
+    if missing:
+        raise ValueError(f"malformed fedadc message: missing {missing}")
+    bad = [k for k in ints if type(record[k]) not in (int, bool)]
+    parts = record[PARTS]
+    if not isinstance(parts, list) or not all(isinstance(p, bytes) for p in parts):
+        bad.append(PARTS)
+    if HEAD in record and not isinstance(record[HEAD], bytes):
+        bad.append(HEAD)
+    if bad:
+        raise ValueError(f"malformed fedadc message: wrong type of {bad}")
+    return {k: int(record[k]) for k in ints}, record
 
 
 def encode_to_client(msg: ToClient) -> RecordDict:
-    content = RecordDict()
-    content[CTL] = ConfigRecord(
-        {
-            "round": msg.round,
-            "first_step": msg.first_step,
-            "num_steps": msg.num_steps,
-            "finish": msg.finish,
-        }
-    )
-    content[BLOBS] = _blobs(msg.gradients)
-    if msg.head is not None:
-        content[HEAD] = ArrayRecord(array_dict={"head": _array(msg.head)})
-    return content
+    fields = {
+        "round": msg.round,
+        "first_step": msg.first_step,
+        "num_steps": msg.num_steps,
+        "finish": msg.finish,
+    }
+    return _record(fields, msg.gradients, msg.head)
 
 
 def decode_to_client(content: RecordDict) -> ToClient:
-    ctl = content.config_records[CTL]
-    head = content.array_records.get(HEAD)
+    f, record = _fields(content, ("round", "first_step", "num_steps", "finish"))
     return ToClient(
-        round=int(ctl["round"]),
-        first_step=int(ctl["first_step"]),
-        num_steps=int(ctl["num_steps"]),
-        finish=bool(ctl["finish"]),
-        gradients=_unblobs(content.array_records.get(BLOBS)),
-        head=_bytes(head["head"]) if head is not None else None,
+        round=f["round"],
+        first_step=f["first_step"],
+        num_steps=f["num_steps"],
+        finish=bool(f["finish"]),
+        gradients=list(record[PARTS]),
+        head=record.get(HEAD),
     )
 
 
 def encode_from_client(reply: FromClient) -> RecordDict:
-    content = RecordDict()
-    content[CTL] = ConfigRecord({"partition": reply.partition, "num_examples": reply.num_examples})
-    content[BLOBS] = _blobs(reply.payloads)
-    if reply.head is not None:
-        content[HEAD] = ArrayRecord(array_dict={"head": _array(reply.head)})
-    return content
+    fields = {"partition": reply.partition, "num_examples": reply.num_examples}
+    return _record(fields, reply.payloads, reply.head)
 
 
 def decode_from_client(content: RecordDict) -> FromClient:
-    ctl = content.config_records[CTL]
-    head = content.array_records.get(HEAD)
+    f, record = _fields(content, ("partition", "num_examples"))
     return FromClient(
-        partition=int(ctl["partition"]),
-        num_examples=int(ctl["num_examples"]),
-        payloads=_unblobs(content.array_records.get(BLOBS)),
-        head=_bytes(head["head"]) if head is not None else None,
+        partition=f["partition"],
+        num_examples=f["num_examples"],
+        payloads=list(record[PARTS]),
+        head=record.get(HEAD),
     )

@@ -1,9 +1,11 @@
-"""Opt-in fast simulation (strategies/fast_sim.py): loud on other flwr versions, effective on
-a running engine thread, and without effect on results (a real `flwr run`, both settings)."""
+"""Fast simulation (strategies/fast_sim.py), the default: the explicit call is loud on other
+flwr versions, the ServerApp's call warns and leaves Flower alone there and in deployment; it
+works on a running engine thread and changes no result (a real `flwr run`, both settings)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -15,7 +17,7 @@ from flwr.server.superlink.fleet.vce import vce_api
 from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
 from strategies import fast_sim
-from strategies.fast_sim import enable_fast_simulation
+from strategies.fast_sim import enable_fast_simulation, maybe_enable_fast_simulation
 from tests.flower_support import LocalFlower
 
 
@@ -40,6 +42,50 @@ def test_missing_private_name_fails_clearly(monkeypatch, restore_flower):
     monkeypatch.delattr(vce_api, "add_messages_to_queue")
     with pytest.raises(RuntimeError, match=r"set fast-sim=false.*add_messages_to_queue"):
         enable_fast_simulation()
+
+
+def _simulation_grid() -> InMemoryGrid:
+    grid = InMemoryGrid.__new__(InMemoryGrid)  # no LinkState needed: only its interval is set
+    grid.pull_interval = 0.1
+    return grid
+
+
+def test_default_call_warns_and_patches_nothing_on_other_flwr(monkeypatch, restore_flower, caplog):
+    original, defaults = vce_api.add_messages_to_queue, InMemoryGrid.__init__.__defaults__
+    monkeypatch.setattr(flwr, "__version__", "1.42.0")
+    grid = _simulation_grid()
+    with caplog.at_level(logging.WARNING):
+        assert maybe_enable_fast_simulation(grid, requested=True) is False
+    assert vce_api.add_messages_to_queue is original
+    assert InMemoryGrid.__init__.__defaults__ == defaults and grid.pull_interval == 0.1
+    (record,) = [r for r in caplog.records if "fast-sim" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    text = record.getMessage()
+    assert "installed: flwr 1.42.0" in text
+    assert "stock simulation polling is used" in text
+    assert "set fast-sim=false in the run config to silence this warning" in text
+
+
+def test_default_call_leaves_a_deployment_grid_alone(restore_flower, caplog):
+    class GrpcGrid:  # stands for any grid that is not Flower's in-memory one
+        pull_interval = 0.1
+
+    original, defaults = vce_api.add_messages_to_queue, InMemoryGrid.__init__.__defaults__
+    grid = GrpcGrid()
+    with caplog.at_level(logging.DEBUG):
+        assert maybe_enable_fast_simulation(grid, requested=True) is False
+    assert vce_api.add_messages_to_queue is original
+    assert InMemoryGrid.__init__.__defaults__ == defaults and grid.pull_interval == 0.1
+    assert "fast-sim" not in caplog.text
+
+
+def test_default_call_patches_a_simulation_grid_unless_turned_off(restore_flower):
+    grid = _simulation_grid()
+    assert maybe_enable_fast_simulation(grid, requested=False) is False
+    assert grid.pull_interval == 0.1
+    assert maybe_enable_fast_simulation(grid, requested=True) is True
+    assert grid.pull_interval == 0.002
+    assert vce_api.add_messages_to_queue is fast_sim._fast_add_messages_to_queue
 
 
 class _EmptyState:
@@ -67,8 +113,7 @@ def test_patches_the_grid_and_both_engine_extractors(restore_flower):
         target=vce_api.add_messages_to_queue, args=(running, Queue(), {1: 0}, stop)
     )
     thread.start()
-    grid = InMemoryGrid.__new__(InMemoryGrid)
-    grid.pull_interval = 0.1
+    grid = _simulation_grid()
     started: threading.Thread | None = None
     try:
         assert _polls_in(running, 0.5) <= 7  # one poll per 0.1 s
