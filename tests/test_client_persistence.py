@@ -170,3 +170,13 @@ def test_round_end_needs_the_live_cache():
         FederatedClient.for_run(run, 0, {}, use_cache=False, persist="round_end")
     with pytest.raises(ValueError, match="persist must be one of"):
         FederatedClient.for_run(run, 0, {}, persist="never")  # type: ignore[arg-type]
+
+
+def test_the_client_app_keeps_a_round_in_memory_only_in_the_warm_worker(monkeypatch):
+    from client_app import app
+    from client_app.warm.common import WARM_WORKER_ENV
+
+    monkeypatch.delenv(WARM_WORKER_ENV, raising=False)
+    assert app._persist() == "every_message"  # stock flwr-clientapp, simulation
+    monkeypatch.setenv(WARM_WORKER_ENV, "1")
+    assert app._persist() == "round_end"
