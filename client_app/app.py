@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client_app.state import ContextState
+from client_app.warm.common import WARM_WORKER_ENV
 from fedadc.config.schema import RunConfig
 from fedadc.data.sources import PATH_SOURCES
 from fedadc.federated.build import client_data
-from fedadc.federated.client import FederatedClient
+from fedadc.federated.client import FederatedClient, Persist
 from fedadc.federated.threads import run_threads
 from strategies.codec import decode_to_client, encode_from_client
 from strategies.run_config import run_config
@@ -34,6 +36,13 @@ def _node_run(context: Context) -> RunConfig:
             f"(this run has data.source={run.data.source}); drop data-path or change the data"
         )
     return dataclasses.replace(run, data=dataclasses.replace(run.data, path=str(path)))
+
+
+def _persist() -> Persist:
+    """Keep a round in memory only in the warm worker, the one process that serves every
+    message of this node; a process per message (stock) or Ray's pooled actors (simulation:
+    any actor may serve any node) need the whole state in ``context.state`` every message."""
+    return "round_end" if os.environ.get(WARM_WORKER_ENV) == "1" else "every_message"
 
 
 def _partition(context: Context, num_clients: int) -> int:
@@ -70,6 +79,6 @@ def step(msg: Message, context: Context) -> Message:
     run = _node_run(context)
     pid = _partition(context, run.federation.num_clients)
     with run_threads(run):
-        client = FederatedClient.for_run(run, pid, ContextState(context))
+        client = FederatedClient.for_run(run, pid, ContextState(context), persist=_persist())
         reply = client.handle(decode_to_client(msg.content))
     return Message(encode_from_client(reply), reply_to=msg)

@@ -10,6 +10,11 @@ import time
 
 LOG_FORMAT = "%(asctime)s fedadc-supernode[%(process)d] %(levelname)s: %(message)s"
 
+WARM_WORKER_ENV = "FEDADC_WARM_WORKER"
+"""Set to "1" by the worker before it loads an app: this process serves every message of its
+node, so the app may keep a round's state in memory (an environment variable, not a module
+flag: a new FAB re-imports the app's modules)."""
+
 
 def setup_logging() -> logging.Logger:
     """The warm runtime's own logger (not the root one: httpx and flwr keep their levels)."""

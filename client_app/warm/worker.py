@@ -23,12 +23,13 @@ import argparse
 import importlib
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from client_app.warm.common import exit_with_parent, setup_logging
+from client_app.warm.common import WARM_WORKER_ENV, exit_with_parent, setup_logging
 from strategies import flower_private
 from strategies.flower_private import RuntimeApi
 
@@ -130,6 +131,7 @@ def serve_task(api: RuntimeApi, address: str, token: str, apps: AppCache) -> str
 
 def serve_forever(address: str, poll_s: float, idle_poll_s: float) -> None:
     """Acquire and serve ClientApp tasks until the process is stopped."""
+    os.environ[WARM_WORKER_ENV] = "1"  # the app keeps a round in memory (client_app.app)
     api = flower_private.runtime_api()
     flower_private.install_fast_pull()  # the message may be visible before its objects
     apps = AppCache(api)

@@ -1,8 +1,9 @@
 """A client's side of federated split learning, correct in whichever process runs it.
 
-Everything a client must remember between the messages of a round lives in ``state`` (a
-mapping of bytes: Flower's ``context.state`` in the apps, a dict in-process): the head's
-weights and optimizer state, and for each pending step its batch indices and ADC plan.
+By default everything a client must remember between the messages of a round lives in
+``state`` (a mapping of bytes: Flower's ``context.state`` in the apps, a dict in-process):
+the head's weights and optimizer state, and for each pending step its batch indices and ADC
+plan.
 Around each message the client restores a :class:`~fedadc.step.SplitClient` from that
 state, drives it, and saves it back. When a gradient arrives for a step this process did
 not keep the graph of, the step's forward is replayed from the stored batch and plan
@@ -12,6 +13,14 @@ optimization only and never changes a result.
 
 Clients are stateless across rounds: the head comes with the first message of a round,
 the optimizer starts fresh, and the data position is derived from (round, step).
+
+When to write the state is the ``persist`` policy, chosen by whoever runs the client:
+``every_message`` (default) writes weights and optimizer after every message, so any
+process can serve the next one; ``round_end`` is for a process that serves every message
+of its node (a warm worker): head, optimizer and pending graphs stay in memory during a
+round and the state gets weights and optimizer only at the round's finish. A mid-round
+message that finds neither its live objects nor weights in the state raises
+:class:`RoundStateLost`: the server drops that client for the round, as a crashed one.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import json
 import uuid
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -85,6 +95,17 @@ class _Live:
 
 _LIVE: dict[tuple[str, int], _Live] = {}
 
+Persist = Literal["every_message", "round_end"]
+PERSIST: tuple[str, ...] = get_args(Persist)
+
+IN_MEMORY = "in_memory"
+"""Meta flag of a round_end state mid-round: its weights and optimizer live only in memory."""
+
+
+class RoundStateLost(RuntimeError):
+    """A mid-round message found no live objects and no weights in the state to recompute
+    from (round_end persistence, the process that held them is gone)."""
+
 
 class FederatedClient:
     """Handles one :class:`ToClient` message and returns the :class:`FromClient` reply."""
@@ -99,7 +120,13 @@ class FederatedClient:
         *,
         cache_key: str = "",
         use_cache: bool = True,
+        persist: Persist = "every_message",
     ) -> None:
+        if persist not in PERSIST:
+            raise ValueError(f"persist must be one of {PERSIST}, got {persist!r}")
+        if persist == "round_end" and not use_cache:
+            raise ValueError("persist='round_end' keeps the round in memory: needs use_cache=True")
+        self.persist = persist
         self.settings = settings
         self.partition = partition
         self.data = data
@@ -116,6 +143,7 @@ class FederatedClient:
         state: MutableMapping[str, bytes],
         *,
         use_cache: bool = True,
+        persist: Persist = "every_message",
     ) -> FederatedClient:
         """The client of ``partition`` in ``run``, its state in ``state``."""
 
@@ -131,6 +159,7 @@ class FederatedClient:
             state,
             cache_key=repr(run),
             use_cache=use_cache,
+            persist=persist,
         )
 
     def handle(self, msg: ToClient) -> FromClient:
@@ -150,7 +179,7 @@ class FederatedClient:
         if msg.finish:
             reply.head = weights_payload(live.modules).to_bytes()
             reply.num_examples = meta["examples"]
-        self._save(live, meta)
+        self._save(live, meta, reply.head)
         return reply
 
     def _global_step(self, round_: int, step: int) -> int:
@@ -191,7 +220,8 @@ class FederatedClient:
         pending.add("batch", idx, Kind.INDICES)
         for key, tensor in live.step.pending[-1].plan.items():
             pending.add(f"plan.{key}", tensor, Kind.INDICES)
-        self.state[f"pending.{step}"] = pending.to_bytes()
+        if self.persist == "every_message":  # round_end: no replay without the weights
+            self.state[f"pending.{step}"] = pending.to_bytes()
         return payload.to_bytes(), len(idx)
 
     def _apply_gradients(self, live: _Live, meta: dict, gradients: list[bytes]) -> None:
@@ -225,6 +255,12 @@ class FederatedClient:
         cached = _LIVE.get(self._key) if self.use_cache else None
         if msg.head is None and cached is not None and cached.version == version:
             return cached
+        if msg.head is None and json.loads(self.state.get("meta", b"{}")).get(IN_MEMORY):
+            raise RoundStateLost(
+                f"client {self.partition} lost its in-memory round state (worker restarted "
+                "mid-round, or the round moved to another process); it is dropped for this "
+                "round and rejoins at the next round start"
+            )
         if cached is not None:  # reuse the built modules; their weights are replaced below
             modules, compressor = cached.modules, cached.step.compressor
         else:
@@ -252,13 +288,26 @@ class FederatedClient:
         )
         return _Live(version, modules, step)
 
-    def _save(self, live: _Live, meta: dict) -> None:
+    def _save(self, live: _Live, meta: dict, head: bytes | None) -> None:
+        """Write what the policy says; ``head`` is the finish message's upload, else None.
+
+        round_end mid-round writes only version and meta (flagged in-memory) and drops the
+        last round's weights and optimizer, so that a process without the live objects
+        cannot train on them and the state carried with every message stays small.
+        """
         live.version = uuid.uuid4().hex
         self.state["version"] = live.version.encode()
-        self.state["meta"] = json.dumps(meta).encode()
-        self.state["weights"] = weights_payload(live.modules).to_bytes()
-        buffer = io.BytesIO()
-        torch.save(live.step.optimizer.state_dict(), buffer)
-        self.state["optim"] = buffer.getvalue()
+        meta = {k: v for k, v in meta.items() if k != IN_MEMORY}
+        if self.persist == "round_end" and head is None:
+            self.state["meta"] = json.dumps({**meta, IN_MEMORY: True}).encode()
+            for key in ("weights", "optim"):
+                self.state.pop(key, None)
+        else:
+            self.state["meta"] = json.dumps(meta).encode()
+            weights = head if head is not None else weights_payload(live.modules).to_bytes()
+            self.state["weights"] = weights
+            buffer = io.BytesIO()
+            torch.save(live.step.optimizer.state_dict(), buffer)
+            self.state["optim"] = buffer.getvalue()
         if self.use_cache:
             _LIVE[self._key] = live
