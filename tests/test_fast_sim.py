@@ -1,24 +1,21 @@
 """Fast simulation (strategies/fast_sim.py), the default: the explicit call is loud on other
 flwr versions, the ServerApp's call warns and leaves Flower alone there and in deployment; it
-works on a running engine thread and changes no result (a real `flwr run`, both settings)."""
+works on a running engine thread. That it changes no result is shown by a real `flwr run` with
+each setting in tests/test_flower_app.py."""
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import threading
 import time
 
 import flwr
 import pytest
-import torch
 from flwr.server.superlink.fleet.vce import vce_api
 from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
 from strategies import fast_sim
 from strategies.fast_sim import enable_fast_simulation, maybe_enable_fast_simulation
-from tests.flower_support import LocalFlower
 
 
 @pytest.fixture
@@ -134,32 +131,5 @@ def test_patches_the_grid_and_both_engine_extractors(restore_flower):
     assert InMemoryGrid.__init__.__defaults__[-1] == 0.002
 
 
-# ------------------------------------------------------------------ a real `flwr run`
-@pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")
-def test_fast_sim_changes_no_result(tmp_path):
-    home = tmp_path / "flwr-home"  # one private SuperLink for both runs
-    home.mkdir()
-    flower = LocalFlower(home)
-    try:
-        out = {}
-        for fast in (False, True):
-            results = tmp_path / f"fast-{fast}"
-            results.mkdir()
-            out[fast] = flower.run(results, extra=f"fast-sim={str(fast).lower()}")
-    finally:
-        flower.stop_superlink()
-    assert "fast-sim: Flower's simulation poll waits set to 0.002 s" in out[True][1]
-    assert "fast-sim:" not in out[False][1]
-    summaries = [json.loads((out[f][0] / "summary.json").read_text()) for f in (False, True)]
-    for s in summaries:
-        s.pop("wall_s")  # the only field that may differ
-    assert summaries[0] == summaries[1]
-    slow, fast = (
-        torch.load(out[f][0] / "checkpoint.pt", weights_only=False) for f in (False, True)
-    )
-    assert slow["global_head"] == fast["global_head"]  # payload bytes, exactly
-    for key, value in slow["tail"].items():
-        assert torch.equal(value, fast["tail"][key]), key
-    assert [r["test_accuracy"] for r in slow["history"]] == [
-        r["test_accuracy"] for r in fast["history"]
-    ]
+# A real `flwr run` with and without fast-sim equals the in-process reference bit for bit:
+# tests/test_flower_app.py::test_flower_simulation_equals_the_in_process_reference.

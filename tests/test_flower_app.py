@@ -27,14 +27,18 @@ pytestmark = pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI n
 
 
 def test_flower_simulation_equals_the_in_process_reference(flower, tmp_path):
+    """1 worker with fast-sim (the default) and 2 workers with Flower's stock polling
+    (fast-sim=false): both bit-identical to the reference, so fast-sim changes no result."""
     run = compose(overrides_from_flower(TINY_RUN))
     reference = train_reference(run)
     summaries = []
-    for workers in (1, 2):
+    for workers, fast in ((1, True), (2, False)):
         out = tmp_path / f"w{workers}"
         out.mkdir()
-        run_dir, stdout = flower.run(out, workers=workers)
+        run_dir, stdout = flower.run(out, workers=workers, extra=f"fast-sim={str(fast).lower()}")
         assert "round   2" in stdout  # progress lines reach the user
+        patched = "fast-sim: Flower's simulation poll waits set to 0.002 s" in stdout
+        assert patched == fast
         summary = json.loads((run_dir / "summary.json").read_text())
         server = FederatedServer(run, load_data(run))
         RunDirectory(run_dir).load_checkpoint(server)
