@@ -82,7 +82,9 @@ def test_new_fab_replaces_the_old_apps_modules(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------- deployment
 def _log_pids(log: str, what: str) -> list[int]:
-    return [int(p) for p in re.findall(rf"{what} pid (\d+)", log)]
+    """PIDs the launcher logged as started (``SuperNode pid N, ...``, ``... pid N started``);
+    not those it logged as exited."""
+    return [int(p) for p in re.findall(rf"{what} pid (\d+)(?:,| started)", log)]
 
 
 def _start(root: Path) -> LocalDeployment:
