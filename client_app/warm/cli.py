@@ -17,9 +17,10 @@ import shutil
 import sys
 
 from client_app.warm.common import setup_logging
-from client_app.warm.launcher import RUNTIME_HOST, WarmLauncher, free_port
+from client_app.warm.launcher import RUNTIME_HOST, WarmLauncher
 from client_app.warm.worker import DEFAULT_POLL_S
 from strategies import flower_private
+from strategies.launcher import free_ports
 
 # flower-supernode options the warm runtime sets itself or cannot serve (the worker speaks
 # plain HTTP to 127.0.0.1, as Flower's subprocess mode does)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         flower_private.SupernodeTiming(args.poll_s, args.reply_wait_s, args.active_window_s)
     except (flower_private.UnsupportedFlowerError, ValueError) as err:
         sys.exit(f"fedadc-supernode: {err}")
-    port = args.port or free_port()
+    port = args.port or free_ports(1)[0]
     log.info(
         "mode: warm runtime (default; flwr %s, the tested version): SuperNode polls every "
         "%.3f s while active (Flower's 3 s after %.0f s idle), replies after %.3f s, one "

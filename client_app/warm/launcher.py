@@ -27,12 +27,6 @@ FAST_CRASH_S = 5.0  # a worker that dies sooner than this is restarted after a p
 STOP_TIMEOUT_S = 10.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((RUNTIME_HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
