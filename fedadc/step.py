@@ -164,7 +164,11 @@ class SplitServer:
         self.compressor.train()
         received = self.compressor.receive(payload, self.device)
         logits = self.tail(received.server_input)
-        loss = F.cross_entropy(logits, received.targets)
+        if received.weights is None:
+            loss = F.cross_entropy(logits, received.targets)
+        else:  # weighted mean over merged samples (e.g. by the samples each one holds)
+            per_row = F.cross_entropy(logits, received.targets, reduction="none")
+            loss = (per_row * received.weights).sum() / received.weights.sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

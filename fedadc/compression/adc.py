@@ -20,16 +20,18 @@ from __future__ import annotations
 import torch
 
 from fedadc.compression import adc_math
-from fedadc.compression.base import Compressor, Encoded, Plan
+from fedadc.compression.base import Compressor, Encoded, Plan, Received
 from fedadc.compression.kmeans import BACKENDS as KMEANS_BACKENDS
 from fedadc.compression.kmeans import kmeans
 from fedadc.compression.registry import register_compressor
 from fedadc.compression.topk import check_ratio
 from fedadc.model.spec import TokenSpec
-from fedadc.wire.payload import Kind, Payload
+from fedadc.wire.payload import Kind, Payload, PayloadError
 
 MODES = ("double", "merge_only", "tokens_only")
 FEATURES = ("attention", "cls", "mean")
+CLUSTERINGS = ("all", "within_class")
+WEIGHTINGS = ("uniform", "size")
 
 
 @register_compressor("adc")
@@ -63,12 +65,20 @@ class ADC(Compressor):
         kmeans_backend: str = "torch",
         kmeans_iters: int = 50,
         kmeans_tol: float = 1e-4,
+        cluster: str = "all",
+        weighting: str = "uniform",
     ) -> None:
         super().__init__(spec)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if feature not in FEATURES:
             raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if weighting == "size" and mode == "tokens_only":
+            raise ValueError("weighting='size' weighs merged samples; tokens_only merges none")
+        if cluster not in CLUSTERINGS:
+            raise ValueError(f"cluster must be one of {CLUSTERINGS}, got {cluster!r}")
         if kmeans_backend not in KMEANS_BACKENDS:
             raise ValueError(
                 f"kmeans_backend must be one of {KMEANS_BACKENDS}, got {kmeans_backend!r}"
@@ -83,6 +93,8 @@ class ADC(Compressor):
         self.kmeans_backend = kmeans_backend
         self.kmeans_iters = kmeans_iters
         self.kmeans_tol = kmeans_tol
+        self.cluster = cluster
+        self.weighting = weighting
 
     def nominal_xi(self, batch_size: int) -> float:
         return self.xi
@@ -127,9 +139,11 @@ class ADC(Compressor):
                 "attention": cls_attention,
                 "cls": tokens[:, 0],
                 "mean": tokens.mean(dim=1),
-            }[self.feature]
+            }[self.feature].float()
+            if self.cluster == "within_class":
+                feature = adc_math.with_class_separation(feature, labels, self.spec.num_classes)
             assignments = kmeans(
-                feature.float(),
+                feature,
                 num_groups,
                 generator=generator,
                 max_iter=self.kmeans_iters,
@@ -155,7 +169,31 @@ class ADC(Compressor):
         payload = Payload(batch_size=int(tokens.shape[0]))
         payload.add("activations", sent, Kind.ACTIVATIONS)
         payload.add("labels", targets, Kind.LABELS)
+        if self.weighting == "size":
+            sizes = adc_math.cluster_sizes(assignments, num_groups)
+            payload.add("sizes", sizes.to(torch.int16), Kind.INDICES)
         return Encoded(payload=payload, sent=sent)
+
+    def expected_tensors(self) -> dict[str, str]:
+        expected = super().expected_tensors()
+        if self.weighting == "size":
+            expected["sizes"] = "int"
+        return expected
+
+    def receive(self, payload: Payload, device: torch.device | str | None = None) -> Received:
+        """As the base, plus the merged samples' sizes as loss weights (``weighting='size'``):
+        the weighted mean of the merged losses estimates the loss of the whole batch."""
+        received = super().receive(payload, device)
+        if self.weighting == "size":
+            sizes = payload["sizes"]
+            rows = received.server_input.shape[0]
+            if sizes.shape != (rows,) or bool((sizes < 1).any()):
+                raise PayloadError(
+                    f"ADC sizes must be {rows} cluster sizes >= 1, one per merged sample, "
+                    f"got shape {tuple(sizes.shape)}"
+                )
+            received.weights = sizes.to(device=received.targets.device, dtype=torch.float32)
+        return received
 
 
 def _resolve_ratios(

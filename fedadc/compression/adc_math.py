@@ -87,3 +87,19 @@ def top_tokens(scores: torch.Tensor, k: int, num_prefix_tokens: int) -> torch.Te
 def gather_tokens(x: torch.Tensor, token_idx: torch.Tensor) -> torch.Tensor:
     """Rows ``token_idx`` (T x k) of each sample of ``x`` (T x n x d) -> T x k x d."""
     return x.gather(1, token_idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def with_class_separation(
+    feature: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """``feature`` (B x f) with a one-hot label block so far apart that K-means never puts
+    two classes in one cluster while it has a cluster per class present (then every merged
+    label is hard); with fewer clusters than classes whole classes merge.
+
+    The block's scale exceeds the largest distance between two feature rows, so any
+    cross-class pair is farther apart than any same-class pair.
+    """
+    spread = (feature.max(dim=0).values - feature.min(dim=0).values).norm()
+    scale = 2.0 * float(spread) + 1.0
+    onehot = torch.nn.functional.one_hot(labels, num_classes).to(feature.dtype)
+    return torch.cat([feature, scale * onehot], dim=1)

@@ -53,6 +53,8 @@ class Received:
     """Tokens for the server tail, ``B' x n' x d``."""
     targets: torch.Tensor
     """Hard labels (``B'``, int64) or soft labels (``B' x C``, float32)."""
+    weights: torch.Tensor | None = None
+    """Per-row loss weights (``B'``), e.g. ADC's cluster sizes; None: the plain mean."""
 
 
 class Compressor(nn.Module):

@@ -18,7 +18,10 @@ from typing import Any
 from fedadc.data.partition import PARTITIONS
 from fedadc.data.sources import check_source
 from fedadc.data.transforms import AUGMENT_KINDS
+from fedadc.schedule import SCHEDULES
 from fedadc.wire.payload import HARD_LABEL_DTYPES, SOFT_LABEL_DTYPES
+
+CLIENT_STATES = ("reset", "keep")
 
 CONSUMED_KEYS = ("xi",)
 """Top-level keys of ``conf/`` that exist only to be interpolated into groups (not
@@ -120,14 +123,29 @@ class MethodConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """Adam for head and tail. ``lr=None``: 1e-4 when fine-tuning pretrained weights (the
-    paper), 1e-3 from scratch."""
+    paper), 1e-3 from scratch.
+
+    ``schedule``/``warmup``: the lr curve over the run's rounds x local steps (fedadc/schedule.py),
+    the same for heads and tail. ``client_state``: what a client's Adam moments do between
+    rounds: ``reset`` (a fresh optimizer every round) or ``keep`` (each client continues its
+    own moments; they stay on the client, nothing more is sent).
+    """
 
     lr: float | None = None
     weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup: float = 0.0
+    client_state: str = "reset"
 
     def __post_init__(self) -> None:
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        _choice("optim", "schedule", self.schedule, SCHEDULES)
+        _choice("optim", "client_state", self.client_state, CLIENT_STATES)
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(
+                f"optim.warmup is a fraction of the run's steps in [0, 1), got {self.warmup}"
+            )
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,9 @@ class FederationConfig:
     budget_scope: str = "all"
     eval_every: int = 1
     timeout_s: float = 600.0
+    head_momentum: float = 0.0
+    """FedAvgM (Hsu et al., 2019): server momentum on the heads' averaged update; 0 is
+    plain FedAvg. The heads train only 1/N of the tail's steps, momentum carries them on."""
     max_payload_bytes: int | None = None
     """Largest payload (one step's bytes) the server accepts from a client; None: twice
     the uncompressed B x n x d float32 size plus labels and headers."""
@@ -172,6 +193,10 @@ class FederationConfig:
         ):
             _at_least("federation", name, getattr(self, name), 1)
         _at_least("federation", "steps_per_message", self.steps_per_message, 0)
+        if not 0.0 <= self.head_momentum < 1.0:
+            raise ValueError(
+                f"federation.head_momentum must be in [0, 1), got {self.head_momentum}"
+            )
         if not 0.0 < self.fraction_train <= 1.0:
             raise ValueError(
                 f"federation.fraction_train must be in (0, 1], got {self.fraction_train}"

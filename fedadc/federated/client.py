@@ -11,8 +11,10 @@ not keep the graph of, the step's forward is replayed from the stored batch and 
 the same process handled the previous message and the state version matches; it is an
 optimization only and never changes a result.
 
-Clients are stateless across rounds: the head comes with the first message of a round,
-the optimizer starts fresh, and the data position is derived from (round, step).
+Across rounds a client keeps only what ``optim.client_state`` asks: the head always comes
+with the first message of a round; the optimizer starts fresh (``reset``) or continues from
+the moments saved at the client's last round end (``keep``); the data position and the lr
+are derived from (round, step).
 
 When to write the state is the ``persist`` policy, chosen by whoever runs the client:
 ``every_message`` (default) writes weights and optimizer after every message, so any
@@ -46,6 +48,7 @@ from fedadc.federated.build import (
     load_weights,
     weights_payload,
 )
+from fedadc.schedule import lr_at, set_lr
 from fedadc.seeding import generator, stream_seed
 from fedadc.step import SplitClient
 from fedadc.wire.messages import FromClient, ToClient
@@ -64,6 +67,10 @@ class ClientSettings:
     learning_rate: float
     weight_decay: float
     wire: WireFormat
+    rounds: int = 1
+    schedule: str = "constant"
+    warmup: float = 0.0
+    client_state: str = "reset"
 
     @classmethod
     def from_run(cls, run: RunConfig) -> ClientSettings:
@@ -77,6 +84,21 @@ class ClientSettings:
             learning_rate=run.learning_rate,
             weight_decay=run.optim.weight_decay,
             wire=WireFormat(run.wire.soft_label_dtype, run.wire.hard_label_dtype),
+            rounds=fed.rounds,
+            schedule=run.optim.schedule,
+            warmup=run.optim.warmup,
+            client_state=run.optim.client_state,
+        )
+
+    def lr_at(self, round_: int, step: int) -> float:
+        return lr_at(
+            self.learning_rate,
+            round_,
+            step,
+            rounds=self.rounds,
+            local_steps=self.local_steps,
+            schedule=self.schedule,
+            warmup=self.warmup,
         )
 
 
@@ -236,6 +258,7 @@ class FederatedClient:
             split.pending = []
             for step in steps:
                 self._replay(split, meta["round"], step)
+        set_lr(split.optimizer, self.settings.lr_at(meta["round"], steps[-1]))
         split.backward([Payload.from_bytes(data) for data in gradients])
         for step in steps:
             self.state.pop(f"pending.{step}", None)
@@ -277,7 +300,8 @@ class FederatedClient:
             lr=self.settings.learning_rate,
             weight_decay=self.settings.weight_decay,
         )
-        if msg.head is None and "optim" in self.state:
+        keep = self.settings.client_state == "keep"  # the last round's moments go on
+        if "optim" in self.state and (msg.head is None or keep):
             optimizer.load_state_dict(torch.load(io.BytesIO(self.state["optim"])))
         step = SplitClient(
             modules["head"],  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from fedadc.data.tensors import ImageData
 from fedadc.evaluation import EvalResult, evaluate
 from fedadc.federated.build import build_split, client_modules, load_weights, weights_payload
 from fedadc.federated.validation import CheckedReply, ReplyValidator, default_max_payload_bytes
+from fedadc.schedule import lr_at, set_lr
 from fedadc.step import SplitServer
 from fedadc.wire.ledger import Ledger
 from fedadc.wire.messages import FromClient, ToClient
@@ -42,6 +43,7 @@ class FederatedServer:
         )
         self.global_head = weights_payload(self.client_side).to_bytes()
         self.losses: list[float] = []
+        self.head_velocity: dict[str, torch.Tensor] = {}
         fed = run.federation
         self.validator = ReplyValidator(
             self.compressor,
@@ -94,6 +96,7 @@ class FederatedServer:
                     baseline_bytes=self.spec.uncompressed_bytes(batch),
                     nominal_xi=self.compressor.nominal_xi(batch),
                 )
+                set_lr(self.tail_step.optimizer, self._lr_at(round_, step))
                 grad, metrics = self.tail_step.step(payload)
                 self.losses.append(metrics.loss)
                 gradients[pid].append(
@@ -102,6 +105,18 @@ class FederatedServer:
                     )
                 )
         return gradients
+
+    def _lr_at(self, round_: int, step: int) -> float:
+        fed, optim = self.run.federation, self.run.optim
+        return lr_at(
+            self.run.learning_rate,
+            round_,
+            step,
+            rounds=fed.rounds,
+            local_steps=fed.local_steps,
+            schedule=optim.schedule,
+            warmup=optim.warmup,
+        )
 
     def fedavg(self, replies: dict[int, CheckedReply]) -> None:
         """Average the uploaded heads, weighted by the samples each trained on."""
@@ -116,6 +131,15 @@ class FederatedServer:
             w = reply.message.num_examples / total
             for name, tensor in weights.tensors.items():
                 avg[name] = avg.get(name, 0) + w * tensor.double()
+        momentum = self.run.federation.head_momentum
+        if momentum > 0:  # FedAvgM: the update is the momentum of (previous - average)
+            previous = Payload.from_bytes(self.global_head).tensors
+            for name, mean in avg.items():
+                delta = previous[name].double() - mean
+                buf = self.head_velocity.get(name)
+                buf = delta if buf is None else momentum * buf + delta
+                self.head_velocity[name] = buf
+                avg[name] = previous[name].double() - buf
         self.set_global_head({k: v.float() for k, v in avg.items()})
 
     def set_global_head(self, state: dict[str, torch.Tensor] | bytes) -> None:
@@ -151,6 +175,7 @@ class FederatedServer:
             "tail_optimizer": self.tail_step.optimizer.state_dict(),
             "losses": list(self.losses),
             "ledger": self.ledger.state_dict(),
+            "head_velocity": dict(self.head_velocity),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -160,6 +185,7 @@ class FederatedServer:
         self.tail_step.optimizer.load_state_dict(state["tail_optimizer"])
         self.losses = list(state["losses"])
         self.ledger.load_state_dict(state["ledger"])
+        self.head_velocity = dict(state.get("head_velocity", {}))
 
     def budget_bytes(self) -> float | None:
         epochs = self.run.federation.budget_epochs
