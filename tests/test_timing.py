@@ -29,9 +29,9 @@ DELAY_S = 0.02
 
 def test_an_exchange_splits_into_the_slowest_client_and_the_wait():
     timing = StepTiming()
-    timing.exchange(2.0, [0.5, 1.5], payloads=2)  # parallel clients: the slowest counts
-    timing.exchange(1.0, [5.0, math.nan, -1.0], payloads=1)  # capped at elapsed; bad ignored
-    timing.exchange(0.5, [], payloads=0)  # every client failed: all wait
+    timing.exchange(2.0, [0.5, 1.5], steps=2)  # parallel clients: the slowest counts
+    timing.exchange(1.0, [5.0, math.nan, -1.0], steps=1)  # capped at elapsed; bad ignored
+    timing.exchange(0.5, [], steps=0)  # every client failed: all wait
     assert (timing.client_s, timing.wait_s, timing.steps) == (2.5, 1.0, 3)
     with timing.server():
         pass

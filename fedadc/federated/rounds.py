@@ -183,11 +183,11 @@ class SflRounds:
         self.server.send(messages, rnd)
         sent = time.perf_counter()
         replies = self.transport.exchange(messages)
-        asked = [r for pid, r in replies.items() if pid in messages]
-        self.timing.exchange(
+        asked = [pid for pid in replies if pid in messages]
+        self.timing.exchange(  # steps: what the server asked for, not what a reply claims
             time.perf_counter() - sent,
-            (r.compute_s for r in asked),
-            max((len(r.payloads) for r in asked), default=0),
+            (replies[pid].compute_s for pid in asked),
+            max((messages[pid].num_steps for pid in asked), default=0),
         )
         lost = sorted(set(messages) - set(replies))
         if lost:

@@ -38,10 +38,11 @@ class StepTiming:
     wait_s: float = 0.0
     total_s: float = 0.0
     steps: int = 0
-    """Steps of the round loop: per exchange the most payloads one client sent (``sfl``:
-    the local steps; ``sl``: clients x local steps, as they train in turn)."""
+    """Steps of the round loop: per exchange the most payloads the server asked one
+    replying client for (``sfl``: the local steps; ``sl``: clients x local steps, as they
+    train in turn)."""
 
-    def exchange(self, elapsed: float, computes: Iterable[float], payloads: int) -> None:
+    def exchange(self, elapsed: float, computes: Iterable[float], steps: int) -> None:
         """Account one exchange of ``elapsed`` seconds whose replies reported ``computes``.
 
         A reported time is untrusted (another machine's number): a non-finite or negative
@@ -52,7 +53,7 @@ class StepTiming:
         client = min(max(valid, default=0.0), elapsed)
         self.client_s += client
         self.wait_s += elapsed - client
-        self.steps += payloads
+        self.steps += steps
 
     @contextmanager
     def server(self) -> Iterator[None]:
