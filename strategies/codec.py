@@ -19,6 +19,7 @@ from fedadc.wire.messages import FromClient, ToClient
 
 RECORD = "fedadc"
 PARTS, HEAD = "parts", "head"
+COMPUTE = "compute_s"
 
 
 def _record(fields: dict[str, Any], parts: list[bytes], head: bytes | None) -> RecordDict:
@@ -70,15 +71,23 @@ def decode_to_client(content: RecordDict) -> ToClient:
 
 
 def encode_from_client(reply: FromClient) -> RecordDict:
-    fields = {"partition": reply.partition, "num_examples": reply.num_examples}
+    fields = {
+        "partition": reply.partition,
+        "num_examples": reply.num_examples,
+        COMPUTE: float(reply.compute_s),
+    }
     return _record(fields, reply.payloads, reply.head)
 
 
 def decode_from_client(content: RecordDict) -> FromClient:
     f, record = _fields(content, ("partition", "num_examples"))
+    compute = record.get(COMPUTE, 0.0)
+    if type(compute) not in (int, float):
+        raise ValueError(f"malformed fedadc message: wrong type of ['{COMPUTE}']")
     return FromClient(
         partition=f["partition"],
         num_examples=f["num_examples"],
         payloads=list(record[PARTS]),
         head=record.get(HEAD),
+        compute_s=float(compute),
     )

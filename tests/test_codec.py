@@ -28,6 +28,7 @@ FROM_CLIENT = [
     FromClient(0, payloads=[os.urandom(800)]),
     FromClient(5, payloads=[os.urandom(3), os.urandom(4)], head=b"", num_examples=512),
     FromClient(1, head=os.urandom(1000), num_examples=64),
+    FromClient(2, payloads=[os.urandom(8)], compute_s=0.125),  # reported client compute
 ]
 
 

@@ -18,6 +18,7 @@ from fedadc.federated.build import load_data
 from fedadc.federated.reference import train_reference
 from fedadc.federated.results import RunDirectory
 from fedadc.federated.server import FederatedServer
+from fedadc.federated.timing import TIMING_FIELDS
 from fedadc.wire import Payload
 from strategies.run_config import overrides_from_flower
 from tests.flower_support import TINY_RUN
@@ -52,8 +53,16 @@ def test_flower_simulation_equals_the_in_process_reference(flower, tmp_path):
             server.split.tail.parameters(), reference.server.split.tail.parameters(), strict=True
         ):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+        rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+        assert [_untimed(json.loads(r)) for r in rows] == [_untimed(r) for r in reference.history]
         summaries.append(summary)
     assert summaries[0]["final_accuracy"] == summaries[1]["final_accuracy"]
+
+
+def _untimed(row: dict) -> str:
+    """A metrics row without the fields read off a clock, as canonical JSON (NaN == NaN)."""
+    assert row.keys() >= TIMING_FIELDS  # recorded in both runs, left out of the comparison
+    return json.dumps({k: v for k, v in row.items() if k not in TIMING_FIELDS}, sort_keys=True)
 
 
 def test_flower_ledger_counts_the_bytes_sent_in_the_run_wire_format(flower, tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 from fedadc.data.partition import PARTITIONS
 from fedadc.data.sources import check_source
 from fedadc.data.transforms import AUGMENT_KINDS
+from fedadc.model.precision import PRECISIONS
 from fedadc.schedule import SCHEDULES
 from fedadc.wire.payload import HARD_LABEL_DTYPES, SOFT_LABEL_DTYPES
 
@@ -245,10 +246,20 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     wire: WireConfig = field(default_factory=WireConfig)
+    precision: str = "fp32"
+    """``bf16``: head and tail forwards under ``torch.autocast`` (fedadc.model.precision).
+    A top-level key like ``device``: it says how the device computes both model parts, not
+    what the optimizer or the architecture is; unlike ``device`` it changes results, so it
+    is part of the run's identity."""
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or null: torch's default), got {self.threads}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {list(PRECISIONS)}, got {self.precision!r} "
+                "(bf16: mixed precision for head and tail)"
+            )
 
     @property
     def learning_rate(self) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fedadc.compression.registry import ratio_params
-from fedadc.federated.results import RESULT_NEUTRAL, flatten, identity
+from fedadc.federated.results import ADDED_LATER, RESULT_NEUTRAL, flatten, identity
 
 log = logging.getLogger("fedadc.experiment")
 
@@ -42,7 +42,7 @@ class RunRecord:
         """Dotted keys -> canonical JSON values, without seed and result-neutral keys."""
         return {
             k: json.dumps(v, sort_keys=True)
-            for k, v in flatten(self.config).items()
+            for k, v in {**ADDED_LATER, **flatten(self.config)}.items()
             if k not in RESULT_NEUTRAL and k != "seed"
         }
 

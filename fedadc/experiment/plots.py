@@ -2,7 +2,8 @@
 
 * accuracy vs nominal xi per method, error bars = std over seeds (paper fig. 3);
 * test accuracy vs cumulative communication for the runs nearest one xi (paper fig. 4);
-* final accuracy over explicit ADC T/B x k/n, with iso-xi contours (paper fig. 2).
+* final accuracy over explicit ADC T/B x k/n, with iso-xi contours (paper fig. 2);
+* seconds per step by component (client / server / transport wait), from metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from fedadc.federated.timing import summarize
 
 if TYPE_CHECKING:
     from fedadc.experiment.groups import Group
@@ -193,4 +196,40 @@ def balance_heatmap(groups: Sequence[Group], path: Path, title: str) -> Path | N
     ax.set_xlabel("k/n (tokens kept per merged sample)")
     ax.set_ylabel("T/B (merged samples per batch)")
     ax.set_title(f"ADC balance ({name}) — {title}", fontsize=9)
+    return _save(fig, path)
+
+
+TIME_PARTS = (("step_client_s", "client compute"), ("step_server_s", "server compute"))
+TIME_PARTS += (("step_wait_s", "transport wait"),)
+
+
+def _step_times(group: Group) -> dict[str, float] | None:
+    """Mean over seeds of each run's per-step seconds (from its metrics rows); None when
+    no run recorded timing (runs from before it existed)."""
+    runs = [summarize(run.metrics) for run in group.runs]
+    runs = [r for r in runs if r["steps"]]
+    if not runs:
+        return None
+    return {key: float(np.mean([r[key] for r in runs])) for key, _ in TIME_PARTS}
+
+
+def time_per_step(groups: Sequence[Group], path: Path, title: str) -> Path | None:
+    """Seconds per step split into client compute, server compute and transport wait, one
+    stacked bar per group; None when no run has timing in its metrics."""
+    bars = [(g, t) for g in groups if (t := _step_times(g)) is not None]
+    if not bars:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.4 * len(bars)))
+    labels = [f"{g.series} {g.params_label}".strip() for g, _ in bars]
+    left = np.zeros(len(bars))
+    for key, name in TIME_PARTS:
+        widths = np.array([t[key] for _, t in bars])
+        ax.barh(labels, widths, left=left, label=name)
+        left += widths
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per step (mean over seeds)")
+    ax.set_title(f"Time per step by component — {title}", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, path)

@@ -84,7 +84,7 @@ def write_markdown(
 def make_plots(
     groups: Sequence[Group], out: Path, curve_xi: float
 ) -> dict[tuple[str, str, str, str], list[Path]]:
-    """The three figures per setting; file names carry a slug when there are several."""
+    """The figures per setting; file names carry a slug when there are several."""
     settings = by_setting(groups)
     made: dict[tuple[str, str, str, str], list[Path]] = {}
     for setting, members in settings.items():
@@ -96,6 +96,7 @@ def make_plots(
                 members, curve_xi, out / f"accuracy_vs_communication{suffix}.png", title
             ),
             plots.balance_heatmap(members, out / f"balance_heatmap{suffix}.png", title),
+            plots.time_per_step(members, out / f"time_per_step{suffix}.png", title),
         ]
         made[setting] = [f for f in files if f is not None]
     return made
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fedadc-report",
         description="Aggregate fedadc run directories over seeds: results.csv, results.md, "
-        "accuracy vs xi, accuracy vs communication, and the T/B x k/n heatmap.",
+        "accuracy vs xi, accuracy vs communication, the T/B x k/n heatmap and time per step "
+        "by component (client / server / wait).",
     )
     parser.add_argument("paths", nargs="+", type=Path, help="run directories or their roots")
     parser.add_argument("--out", type=Path, help="output folder (default: the first path)")

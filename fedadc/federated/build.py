@@ -138,6 +138,7 @@ def build_split(run: RunConfig, data: ImageData) -> tuple[SplitViT, Compressor]:
         **kwargs,
     )
     compressor = create_compressor(run.method.name, split.spec, **run.method.params)
+    split.head.precision = split.tail.precision = run.precision
     device = torch.device(run.device)
     return SplitViT(split.head.to(device), split.tail.to(device), split.spec), compressor.to(device)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
@@ -185,6 +186,7 @@ class FederatedClient:
         )
 
     def handle(self, msg: ToClient) -> FromClient:
+        started = time.perf_counter()  # reported as compute_s (fedadc.federated.timing)
         live = self._restore(msg)
         meta = json.loads(self.state.get("meta", b"{}"))
         if msg.head is not None:
@@ -202,6 +204,7 @@ class FederatedClient:
             reply.head = weights_payload(live.modules).to_bytes()
             reply.num_examples = meta["examples"]
         self._save(live, meta, reply.head)
+        reply.compute_s = time.perf_counter() - started
         return reply
 
     def _global_step(self, round_: int, step: int) -> int:

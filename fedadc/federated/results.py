@@ -4,9 +4,10 @@ Layout::
 
     <results_dir>/<run name>/
         config.json      the resolved RunConfig
-        metrics.jsonl    one JSON object per round (accuracy, loss, bytes, xi, wall time)
+        metrics.jsonl    one JSON object per round (accuracy, loss, bytes, xi, wall time,
+                         seconds per step by component: fedadc.federated.timing)
         ledger.csv       one row per message (direction, client, round, step, bytes by kind)
-        summary.json     final accuracy, stop reason, byte totals and ratios
+        summary.json     final accuracy, stop reason, byte totals and ratios, s/step
         accuracy_vs_bytes.png
         checkpoint.pt    global head, tail, tail optimizer, server codec, ledger, history
 
@@ -35,6 +36,7 @@ import torch
 from fedadc.compression.registry import ratio_params
 from fedadc.config.schema import RunConfig
 from fedadc.federated.server import FederatedServer
+from fedadc.federated.timing import summarize
 
 log = logging.getLogger("fedadc")
 
@@ -47,6 +49,11 @@ and thread count may change float rounding, never the method, data or schedule.)
 
 RESUMABLE_CHANGES = RESULT_NEUTRAL | {"federation.rounds", "federation.budget_epochs"}
 """Config keys a resumed run may change (extend the run, or move its directory)."""
+
+ADDED_LATER = {"precision": "fp32"}
+"""Keys added after runs were recorded, with the value an older config.json implies: a
+config without them reads as these values, and a key at its value is left out of
+:func:`identity`, so older runs keep their names and resume."""
 
 PARTIAL_FILES = ("metrics.jsonl", "ledger.csv", "accuracy_vs_bytes.png", "checkpoint.pt.tmp")
 """What a run killed before its first checkpoint leaves behind (removed when it restarts)."""
@@ -84,7 +91,11 @@ def identity(config: RunConfig | Mapping, ignore: Iterable[str] = ()) -> str:
     ``ignore`` (e.g. ``("seed",)`` to group seeds) are left out."""
     data = config_dict(config) if isinstance(config, RunConfig) else config
     skip = RESULT_NEUTRAL | set(ignore)
-    flat = {k: v for k, v in flatten(data).items() if k not in skip}
+    flat = {
+        k: v
+        for k, v in flatten(data).items()
+        if k not in skip and not (k in ADDED_LATER and ADDED_LATER[k] == v)
+    }
     return json.dumps(flat, sort_keys=True, default=str)
 
 
@@ -190,8 +201,8 @@ class RunDirectory:
         saved_path = self.path / "config.json"
         if not saved_path.is_file():
             raise FileNotFoundError(f"cannot resume: {self.path} has no config.json")
-        saved = flatten(json.loads(saved_path.read_text()))
-        now = flatten(config_dict(run))
+        saved = {**ADDED_LATER, **flatten(json.loads(saved_path.read_text()))}
+        now = {**ADDED_LATER, **flatten(config_dict(run))}
         changed = sorted(
             k
             for k in set(saved) | set(now)
@@ -213,6 +224,7 @@ class RunDirectory:
             "final_accuracy": history[-1]["test_accuracy"] if history else float("nan"),
             "final_loss": history[-1]["test_loss"] if history else float("nan"),
             "wall_s": history[-1]["wall_s"] if history else 0.0,
+            **summarize(history),
             **server.ledger.summary(),
         }
         _write_atomic(self.path / "summary.json", json.dumps(summary, indent=2))

@@ -22,6 +22,7 @@ from fedadc.config.schema import RunConfig
 from fedadc.data.tensors import ImageData
 from fedadc.federated.build import load_data
 from fedadc.federated.server import FederatedServer
+from fedadc.federated.timing import StepTiming, describe
 from fedadc.federated.validation import CheckedReply, RejectedPayload
 from fedadc.seeding import generator
 from fedadc.wire.messages import ToClient
@@ -62,6 +63,8 @@ class SflRounds:
         self._budget_hit = False
         self.rejected: list[tuple[int, RejectedPayload]] = []
         """(round, error) of every reply the server rejected."""
+        self.timing = StepTiming()
+        """The current round's training time by component (fedadc.federated.timing)."""
         fed = run.federation
         if fed.messages_steps > 1:
             log.warning(
@@ -88,7 +91,10 @@ class SflRounds:
                 break
             # train: head broadcast, per-step exchange, head upload
             losses_before = len(self.server.losses)
+            self.timing = StepTiming()
+            train_started = time.perf_counter()
             heads = self.train_round(rnd, clients)
+            self.timing.total_s = time.perf_counter() - train_started
             self.check_enough_clients(rnd, clients, heads)
             self.aggregate_heads(rnd, heads)
             row = self.record(rnd, heads, losses_before, started)
@@ -145,7 +151,8 @@ class SflRounds:
         done = 0
         while True:
             before = self.server.spent()
-            gradients = self.server.train_on(replies, rnd, done)
+            with self.timing.server():
+                gradients = self.server.train_on(replies, rnd, done)
             done += count
             count = min(per_message, local - done)
             # payloads up + gradients down, in the budget's scope
@@ -174,7 +181,14 @@ class SflRounds:
         (docs/faults.md).
         """
         self.server.send(messages, rnd)
+        sent = time.perf_counter()
         replies = self.transport.exchange(messages)
+        asked = [pid for pid in replies if pid in messages]
+        self.timing.exchange(  # steps: what the server asked for, not what a reply claims
+            time.perf_counter() - sent,
+            (replies[pid].compute_s for pid in asked),
+            max((messages[pid].num_steps for pid in asked), default=0),
+        )
         lost = sorted(set(messages) - set(replies))
         if lost:
             log.warning("round %d: clients %s failed and are dropped from this round", rnd, lost)
@@ -186,7 +200,8 @@ class SflRounds:
                 )
                 continue
             try:
-                accepted[pid] = self.server.validate(pid, messages[pid], reply)
+                with self.timing.server():
+                    accepted[pid] = self.server.validate(pid, messages[pid], reply)
             except RejectedPayload as err:
                 log.warning("round %d: %s; dropped from this round", rnd, err)
                 self.rejected.append((rnd, err))
@@ -216,6 +231,7 @@ class SflRounds:
             "realised_xi": ledger.realised_xi(),
             "all_in_ratio": ledger.all_in_ratio(),
             "wall_s": time.perf_counter() - started,
+            **self.timing.row(),
         }
         budget = server.budget_bytes()
         row["budget_used"] = server.spent() / budget if budget else float("nan")
@@ -226,7 +242,7 @@ class SflRounds:
             row["test_accuracy"] = row["test_loss"] = float("nan")
         log.info(
             "round %3d | clients %2d | train loss %.4f | test acc %.4f | up %s down %s | "
-            "budget %s | xi %.4f (all-in %.4f)",
+            "budget %s | xi %.4f (all-in %.4f) | %s",
             rnd,
             len(heads),
             row["train_loss"],
@@ -236,6 +252,7 @@ class SflRounds:
             f"{100 * row['budget_used']:5.1f}%" if budget else "none",
             row["realised_xi"],
             row["all_in_ratio"],
+            describe(row),
         )
         return row
 

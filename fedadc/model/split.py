@@ -18,6 +18,7 @@ from torch import nn
 
 from fedadc.model.cls_attention import ClsAttentionRecorder
 from fedadc.model.factory import create_vit
+from fedadc.model.precision import autocast
 from fedadc.model.spec import TokenSpec
 
 
@@ -40,6 +41,10 @@ class ClientHead(nn.Module):
     * input images are checked against the model's size with a clear error.
     """
 
+    precision: str = "fp32"
+    """``bf16``: the forward runs under autocast (:mod:`fedadc.model.precision`); its
+    outputs are cast back to float32 before the compressor sees them."""
+
     def __init__(self, vit: VisionTransformer, split_at: int) -> None:
         super().__init__()
         vit.blocks = vit.blocks[:split_at]
@@ -54,8 +59,11 @@ class ClientHead(nn.Module):
 
     def forward(self, images: torch.Tensor) -> HeadOutput:
         self._check_images(images)
-        tokens = self.vit.forward_features(images)
+        with autocast(self.precision, images.device):
+            tokens = self.vit.forward_features(images)
         row = self._recorder.pop() if self._recorder is not None else None
+        if self.precision != "fp32":
+            tokens, row = tokens.float(), row.float() if row is not None else None
         return HeadOutput(tokens, row)
 
     def _check_images(self, images: torch.Tensor) -> None:
@@ -81,6 +89,9 @@ class ServerTail(nn.Module):
     tokens (ADC) need no mask.
     """
 
+    precision: str = "fp32"
+    """``bf16``: the forward runs under autocast; the logits are float32, so the loss is."""
+
     def __init__(self, vit: VisionTransformer, split_at: int) -> None:
         super().__init__()
         vit.blocks = vit.blocks[split_at:]
@@ -91,7 +102,9 @@ class ServerTail(nn.Module):
         self.vit = vit
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.vit.forward_head(self.vit.norm(self.vit.blocks(tokens)))
+        with autocast(self.precision, tokens.device):
+            logits = self.vit.forward_head(self.vit.norm(self.vit.blocks(tokens)))
+        return logits.float() if self.precision != "fp32" else logits
 
 
 class SplitViT(NamedTuple):

@@ -33,3 +33,7 @@ class FromClient:
     head: bytes | None = None
     num_examples: int = 0
     """Samples trained on this round (weights FedAvg)."""
+    compute_s: float = 0.0
+    """Seconds the client computed on the message (restore, backward, forwards, encode,
+    save), on its own clock; the server splits an exchange's time with it
+    (``fedadc.federated.timing``). Never read by training."""
