@@ -6,7 +6,8 @@ Layout::
         config.json      the resolved RunConfig
         metrics.jsonl    one JSON object per round (accuracy, loss, bytes, xi, wall time)
         ledger.csv       one row per message (direction, client, round, step, bytes by kind)
-        summary.json     final accuracy, stop reason, byte totals and ratios
+        summary.json     final accuracy, stop reason, byte totals and ratios, the data
+                         (shape, rows, the pixel mean/std it was normalised with)
         accuracy_vs_bytes.png
         checkpoint.pt    global head, tail, tail optimizer, server codec, ledger, history
 
@@ -34,6 +35,7 @@ import torch
 
 from fedadc.compression.registry import ratio_params
 from fedadc.config.schema import RunConfig
+from fedadc.data.tensors import ImageData
 from fedadc.federated.server import FederatedServer
 
 log = logging.getLogger("fedadc")
@@ -63,6 +65,21 @@ def _write_atomic(path: Path, text: str) -> None:
 def config_dict(run: RunConfig) -> dict:
     """The resolved config as config.json records it (JSON round trip)."""
     return json.loads(json.dumps(asdict(run), default=str))
+
+
+def data_record(data: ImageData) -> dict:
+    """What summary.json records of the data: enough to see, and to pin with
+    ``data.mean``/``data.std``, what the model was fed."""
+    record: dict = {
+        "name": data.name,
+        "image_shape": list(data.image_shape),
+        "train_rows": len(data.train),
+        "test_rows": len(data.test),
+        "num_classes": data.num_classes,
+    }
+    if data.normalization is not None:
+        record["normalization"] = data.normalization.record()
+    return record
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
@@ -205,7 +222,11 @@ class RunDirectory:
             )
 
     def finish(
-        self, server: FederatedServer, history: list[dict[str, float]], stop_reason: str
+        self,
+        server: FederatedServer,
+        history: list[dict[str, float]],
+        stop_reason: str,
+        data: ImageData | None = None,
     ) -> dict:
         summary = {
             "stop_reason": stop_reason,
@@ -215,6 +236,8 @@ class RunDirectory:
             "wall_s": history[-1]["wall_s"] if history else 0.0,
             **server.ledger.summary(),
         }
+        if data is not None:
+            summary["data"] = data_record(data)
         _write_atomic(self.path / "summary.json", json.dumps(summary, indent=2))
         server.ledger.write_csv(self.path / "ledger.csv")
         self.plot(history)
