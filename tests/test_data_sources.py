@@ -12,6 +12,7 @@ import torch
 from datasets import Value
 
 from fedadc.data import HFImageSplit, HubUnavailableError, load_image_data
+from fedadc.data.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from fedadc.data.tensors import ImageData, TensorSplit
 from fedadc.data.transforms import apply_seeded, build_transforms, resolve_augment
 from tests.data_factory import (
@@ -28,6 +29,7 @@ from tests.data_factory import (
 
 N_TRAIN = TRAIN_PER_CLASS * len(CLASS_NAMES)
 N_TEST = TEST_PER_CLASS * len(CLASS_NAMES)
+IMAGENET = Normalization(IMAGENET_MEAN, IMAGENET_STD, "explicit")
 WRITERS = {"disk": write_disk_dataset, "imagefolder": write_imagefolder, "parquet": write_parquet}
 
 
@@ -101,9 +103,10 @@ def test_grayscale_input_with_rgb_model_gives_equal_channels(tmp_path: Path) -> 
     data = _load(tmp_path, "imagefolder", path=str(path), in_chans=3, augment="none")
     images, _ = data.train.batch(torch.arange(6))
     assert images.shape == (6, 3, 16, 16)
-    # Equal raw channels, then ImageNet normalisation per channel: undo it to compare.
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    # Equal raw channels, then the recorded per-channel normalisation: undo it to compare.
+    assert data.normalization is not None and len(data.normalization.mean) == 3
+    mean = torch.tensor(data.normalization.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.normalization.std).view(1, 3, 1, 1)
     raw = images * std + mean
     torch.testing.assert_close(raw[:, 0], raw[:, 1], atol=1e-5, rtol=0)
     torch.testing.assert_close(raw[:, 0], raw[:, 2], atol=1e-5, rtol=0)
@@ -129,7 +132,7 @@ def test_augmentation_is_seeded(tmp_path: Path, augment: str) -> None:
 
 def test_seeded_augmentation_leaves_global_rng_alone() -> None:
     images, _ = make_images(2)
-    transform = build_transforms("paper", (16, 16), 3, train=True)
+    transform = build_transforms("paper", (16, 16), 3, train=True, normalization=IMAGENET)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
@@ -237,7 +240,7 @@ def test_resolve_augment_rules() -> None:
 
 
 def test_paper_pipeline_follows_the_notes() -> None:
-    text = repr(build_transforms("paper", (32, 32), 3, train=True))
+    text = repr(build_transforms("paper", (32, 32), 3, train=True, normalization=IMAGENET))
     order = ["RandAugment", "ColorJitter", "Resize", "RandomHorizontalFlip", "ToImage", "Normalize"]
     positions = [text.index(step) for step in order]
     assert positions == sorted(positions)

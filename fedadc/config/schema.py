@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from fedadc.data.normalize import check_normalize
 from fedadc.data.partition import PARTITIONS
 from fedadc.data.sources import check_source
 from fedadc.data.transforms import AUGMENT_KINDS
@@ -75,7 +76,10 @@ class DataConfig:
     ``source``: ``digits`` (embedded), ``hub`` (Hugging Face name in ``name``), ``disk``
     (a ``save_to_disk`` folder in ``path``), ``imagefolder`` (class sub-folders in
     ``path``), ``parquet`` (files or a folder in ``path``). Without a test split, a
-    stratified ``test_fraction`` of train is held out (seeded).
+    stratified ``test_fraction`` of train is held out (seeded). ``normalize`` picks the
+    per-channel pixel mean/std (``auto``: the training split's, a pretrained model's own;
+    see :mod:`fedadc.data.normalize`); ``mean``/``std`` (one value per channel, pixels in
+    [0, 1]) give them explicitly.
     """
 
     source: str = "digits"
@@ -90,10 +94,14 @@ class DataConfig:
     augment: str = "auto"
     max_train_samples: int | None = None
     max_test_samples: int | None = None
+    normalize: str = "auto"
+    mean: list[float] | None = None
+    std: list[float] | None = None
 
     def __post_init__(self) -> None:
         check_source(self.source, self.name, self.path)
         _choice("data", "augment", self.augment, AUGMENT_KINDS)
+        check_normalize(self.normalize, self.mean, self.std)
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
 

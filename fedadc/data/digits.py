@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import torch
 
+from fedadc.data.normalize import Normalization
 from fedadc.data.tensors import ImageData, TensorSplit
 
 
-def digits(seed: int = 0, test_fraction: float = 0.2, channels: int = 1) -> ImageData:
+def digits(
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    channels: int = 1,
+    normalization: Normalization | None = None,
+) -> ImageData:
     """1797 grayscale 8x8 images of 10 classes, stratified train/test split by ``seed``.
 
-    Pixels (0..16) are scaled to [0, 1] and standardised with the training mean/std.
+    Pixels (0..16) are scaled to [0, 1] and standardised with the training mean/std (one
+    over all pixels), or with ``normalization`` (per channel) when given.
     ``channels=3`` repeats the gray channel for RGB models.
     """
     if not 0.0 < test_fraction < 1.0:
@@ -29,12 +36,22 @@ def digits(seed: int = 0, test_fraction: float = 0.2, channels: int = 1) -> Imag
         random_state=seed,
         stratify=labels.numpy(),
     )
-    mean, std = images[train_idx].mean(), images[train_idx].std()
-    images = ((images - mean) / std).repeat(1, channels, 1, 1)
+    if normalization is None:
+        mean, std = images[train_idx].mean(), images[train_idx].std()
+        images = ((images - mean) / std).repeat(1, channels, 1, 1)
+        normalization = Normalization(
+            (float(mean),) * channels, (float(std),) * channels, "dataset", len(train_idx)
+        )
+    else:
+        shape = (1, channels, 1, 1)
+        mean_c = torch.tensor(normalization.mean).view(shape)
+        std_c = torch.tensor(normalization.std).view(shape)
+        images = (images.repeat(1, channels, 1, 1) - mean_c) / std_c
     return ImageData(
         train=TensorSplit(images[train_idx], labels[train_idx]),
         test=TensorSplit(images[test_idx], labels[test_idx]),
         num_classes=10,
         image_shape=(channels, 8, 8),
         name="digits",
+        normalization=normalization,
     )

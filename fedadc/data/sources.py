@@ -11,7 +11,7 @@ Arguments are plain values (the ``data.*`` keys of the run config, unpacked by t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +24,10 @@ from fedadc.data.digits import digits
 from fedadc.data.hf_split import HFImageSplit
 from fedadc.data.hub import load_hub_splits
 from fedadc.data.local import load_local_splits
+from fedadc.data.normalize import STATS_IMAGES, STATS_STREAM, Normalization, none, pixel_statistics
 from fedadc.data.sampling import hold_out, subsample, subsample_indices
 from fedadc.data.tensors import ImageData, TensorSplit
-from fedadc.data.transforms import build_transforms, resolve_augment
+from fedadc.data.transforms import build_transforms, resize_steps, resolve_augment
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -39,6 +40,7 @@ PATH_SOURCES = ("disk", "imagefolder", "parquet")
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 """PIL modes of single-channel images (``in_chans=None`` picks 1 when all sampled are)."""
 _SNIFF_IMAGES = 8
+_STATS_CHUNK = 64
 
 
 def check_source(source: str, name: str | None, path: str | None) -> None:
@@ -68,6 +70,8 @@ def load_image_data(
     in_chans: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    normalize: str | Normalization = "dataset",
+    max_native_size: int | None = None,
 ) -> ImageData:
     """The train/test data of ``source``, producing ``in_chans`` x ``img_size`` batches.
 
@@ -77,8 +81,18 @@ def load_image_data(
     ``in_chans=None`` picks 1 when the first images are all grayscale, else 3. ``seed``
     drives the hold-out and the ``max_*_samples`` subsampling. ``cache_dir`` is where
     ``datasets`` caches hub/imagefolder/parquet conversions (default: its own cache).
+    ``normalize``: ``"dataset"`` (the training split's per-channel statistics; digits: its
+    own), ``"none"`` (pixels in [0, 1]) or given :class:`Normalization`; the one used is
+    ``ImageData.normalization``. ``max_native_size`` caps the longer side of the native
+    size (``img_size=None``; aspect ratio kept), so that unknown large images do not make
+    a from-scratch ViT's token count explode.
     """
     check_source(source, name, path)
+    if not isinstance(normalize, Normalization) and normalize not in ("dataset", "none"):
+        raise ValueError(
+            f"normalize must be 'dataset', 'none' or a Normalization, got {normalize!r} "
+            "(data.normalize=auto|model are resolved from the model by fedadc.federated.build)"
+        )
     if in_chans not in (None, 1, 3):
         raise ValueError(f"in_chans must be 1, 3 or None (from the data), got {in_chans}")
     size = _pair(img_size) if img_size is not None else None
@@ -88,7 +102,7 @@ def load_image_data(
             raise ValueError(f"data.{key} must be >= 1 or null, got {value}")
     if source == "digits":
         return _load_digits(
-            size, in_chans, seed, test_fraction, (max_train_samples, max_test_samples)
+            size, in_chans, seed, test_fraction, (max_train_samples, max_test_samples), normalize
         )
 
     label = name or (Path(path).name if path else source)
@@ -131,6 +145,9 @@ def load_image_data(
         img_size=size,
         in_chans=in_chans,
         augment=augment,
+        normalize=normalize,
+        max_native_size=max_native_size,
+        seed=seed,
     )
 
 
@@ -145,23 +162,34 @@ def _lazy_data(
     img_size: tuple[int, int] | None,
     in_chans: int | None,
     augment: str,
+    normalize: str | Normalization,
+    max_native_size: int | None,
+    seed: int,
 ) -> ImageData:
     """Both splits as :class:`HFImageSplit`, with size and channels read off the first
-    images when not given, and the transforms for them."""
+    images when not given, the normalisation, and the transforms for them."""
     (train, train_labels), (test, test_labels) = train_rows, test_rows
     sample = train.select_columns([image_column]).select(range(min(_SNIFF_IMAGES, len(train))))
     first = list(sample[image_column])
     if img_size is None:
-        img_size = _native_size(first[0])
+        img_size = _native_size(name, first, max_native_size)
     if in_chans is None:
         in_chans = 1 if all(_mode(image) in GRAYSCALE_MODES for image in first) else 3
     augment = resolve_augment(augment, img_size)
-    train_tf = build_transforms(augment, img_size, in_chans, train=True)
-    eval_tf = build_transforms(augment, img_size, in_chans, train=False)
+    if isinstance(normalize, Normalization):
+        norm = normalize.channels(in_chans)
+    elif normalize == "none":
+        norm = none(in_chans)
+    else:
+        norm = _dataset_statistics(train, image_column, img_size, in_chans, seed)
+    train_tf = build_transforms(augment, img_size, in_chans, train=True, normalization=norm)
+    eval_tf = build_transforms(augment, img_size, in_chans, train=False, normalization=norm)
     shape = (in_chans, *img_size)
     log.info(
-        "data %s: %d train / %d test rows, %d classes, batches %s, augment=%s",
+        "data %s: %d train / %d test rows, %d classes, batches %s, augment=%s, "
+        "normalize=%s mean=%s std=%s",
         name, len(train), len(test), num_classes, shape, augment,
+        norm.kind, _fmt(norm.mean), _fmt(norm.std),
     )  # fmt: skip
     common = dict(image_column=image_column, image_shape=shape, class_names=class_names)
     return ImageData(
@@ -174,7 +202,31 @@ def _lazy_data(
         num_classes=num_classes,
         image_shape=shape,
         name=name,
+        normalization=norm,
     )
+
+
+def _dataset_statistics(
+    train: Dataset, image_column: str, img_size: tuple[int, int], in_chans: int, seed: int
+) -> Normalization:
+    """Per-channel statistics of a seeded sample of the training rows, resized as every
+    pipeline resizes them, before augmentation (decoded in chunks: bounded memory)."""
+    keep = subsample_indices(len(train), STATS_IMAGES, seed, STATS_STREAM)
+    rows = train.select_columns([image_column])
+    if keep is not None:
+        rows = rows.select(keep.tolist())
+    resize = resize_steps(img_size, in_chans)
+
+    def images() -> Iterator[Any]:
+        for start in range(0, len(rows), _STATS_CHUNK):
+            for image in rows[start : start + _STATS_CHUNK][image_column]:
+                yield resize(image)
+
+    return pixel_statistics(images(), in_chans)
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.4f}" for v in values) + "]"
 
 
 def _load_digits(
@@ -183,10 +235,18 @@ def _load_digits(
     seed: int,
     test_fraction: float,
     limits: tuple[int | None, int | None],
+    normalize: str | Normalization,
 ) -> ImageData:
     """The embedded digits, bilinearly resized when a model wants another size (e.g. a
-    pretrained 224-pixel ViT). No augmentation: the images are already tensors."""
-    data = digits(seed=seed, test_fraction=test_fraction, channels=in_chans or 1)
+    pretrained 224-pixel ViT). No augmentation: the images are already tensors.
+    ``dataset``: digits' own training mean/std (one over all pixels, as it always was)."""
+    channels = in_chans or 1
+    given = None
+    if isinstance(normalize, Normalization):
+        given = normalize.channels(channels)
+    elif normalize == "none":
+        given = none(channels)
+    data = digits(seed=seed, test_fraction=test_fraction, channels=channels, normalization=given)
     channels = data.image_shape[0]
     size = img_size or data.image_shape[1:]
     splits = []
@@ -205,6 +265,7 @@ def _load_digits(
         num_classes=data.num_classes,
         image_shape=(channels, *size),
         name="digits",
+        normalization=data.normalization,
     )
 
 
@@ -222,7 +283,29 @@ def _mode(image: Any) -> str:
     return "L" if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 1) else "RGB"
 
 
-def _native_size(image: Any) -> tuple[int, int]:
+def _native_size(name: str, images: Sequence[Any], max_size: int | None) -> tuple[int, int]:
+    """(H, W) of the sampled images (their median when sizes differ), the longer side
+    capped at ``max_size`` with the aspect ratio kept."""
+    sizes = [_image_size(image) for image in images]
+    height, width = (int(np.median([s[i] for s in sizes])) for i in (0, 1))
+    if len(set(sizes)) > 1:
+        log.warning(
+            "data %s: the first images differ in size (%s): using (%d, %d); set "
+            "data.img_size to choose", name, sorted(set(sizes)), height, width,
+        )  # fmt: skip
+    if max_size is not None and max(height, width) > max_size:
+        scale = max_size / max(height, width)
+        capped = (max(1, round(height * scale)), max(1, round(width * scale)))
+        log.warning(
+            "data %s: native size (%d, %d) resized to %s, the largest the from-scratch "
+            "model takes by default (%d px; more tokens grow its cost quadratically): set "
+            "data.img_size for another size", name, height, width, capped, max_size,
+        )  # fmt: skip
+        return capped
+    return (height, width)
+
+
+def _image_size(image: Any) -> tuple[int, int]:
     """(H, W) of a PIL image or H x W [x C] array."""
     if hasattr(image, "size") and not isinstance(image, np.ndarray):
         width, height = image.size

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fedadc.data.normalize import Normalization
+
 
 class ImageSplit(ABC):
     """N labelled images; ``batch`` returns (B x C x H x W float32, B int64)."""
@@ -65,6 +67,8 @@ class ImageData:
     image_shape: tuple[int, int, int]
     """C x H x W of the batches this data produces."""
     name: str = "data"
+    normalization: Normalization | None = None
+    """The per-channel mean/std its images were normalised with (recorded by a run)."""
 
 
 def batches(

@@ -1,5 +1,9 @@
 """Image transforms: PIL image -> normalised C x H x W float32 tensor (torchvision v2).
 
+Normalisation is the run's per-channel mean/std (:mod:`fedadc.data.normalize` picks them:
+the training split's statistics by default, a pretrained model's own); the statistics are
+computed on :func:`resize_steps` (the eval pipeline before ``ToTensor``).
+
 Kinds (``data.augment``):
 
 - ``paper``: the ADC paper's training pipeline (notes §3), in its order: RandAugment(2, 9),
@@ -27,11 +31,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from fedadc.data.normalize import Normalization
+
 AUGMENT_KINDS = ("auto", "paper", "light", "none")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-GRAY_MEAN = (0.5,)
-GRAY_STD = (0.5,)
 PAPER_MIN_SIZE = 128
 """``auto`` uses the paper's pipeline from this many pixels (shorter side) up."""
 
@@ -48,13 +50,9 @@ def resolve_augment(kind: str, img_size: tuple[int, int]) -> str:
     return "paper" if min(img_size) >= PAPER_MIN_SIZE else "light"
 
 
-def normalization(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std): ImageNet's for RGB (what pretrained timm ViTs expect), 0.5/0.5 for gray."""
-    if in_chans == 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    if in_chans == 1:
-        return GRAY_MEAN, GRAY_STD
-    raise ValueError(f"in_chans must be 1 (grayscale) or 3 (RGB), got {in_chans}")
+def check_channels(in_chans: int) -> None:
+    if in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 (grayscale) or 3 (RGB), got {in_chans}")
 
 
 class ToMode:
@@ -76,21 +74,36 @@ class ToMode:
         return f"{type(self).__name__}(mode={self.mode!r})"
 
 
-def _to_normalised_tensor(in_chans: int) -> list[Any]:
-    """ToTensor (uint8 -> float in [0, 1]) + Normalize, returning a plain tensor."""
-    mean, std = normalization(in_chans)
-    return [
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=list(mean), std=list(std)),
-        v2.ToPureTensor(),
-    ]
+def _to_normalised_tensor(normalization: Normalization | None) -> list[Any]:
+    """ToTensor (uint8 -> float in [0, 1]) + Normalize (none: [0, 1] kept), a plain tensor."""
+    steps: list[Any] = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    if normalization is not None and normalization.kind != "none":
+        steps.append(v2.Normalize(mean=list(normalization.mean), std=list(normalization.std)))
+    return [*steps, v2.ToPureTensor()]
 
 
-def build_transforms(kind: str, img_size: tuple[int, int], in_chans: int, train: bool) -> Transform:
+def resize_steps(img_size: tuple[int, int], in_chans: int) -> v2.Compose:
+    """PIL in the model's mode, resized to ``img_size``: what every pipeline starts from
+    (before augmentation), so also what the ``dataset`` statistics are computed on."""
+    check_channels(in_chans)
+    return v2.Compose([ToMode("RGB" if in_chans == 3 else "L"), v2.Resize(list(img_size))])
+
+
+def build_transforms(
+    kind: str,
+    img_size: tuple[int, int],
+    in_chans: int,
+    train: bool,
+    normalization: Normalization | None = None,
+) -> Transform:
     """The PIL -> tensor pipeline for ``kind`` (see the module docstring); ``train=False``
-    gives the deterministic eval pipeline (resize + normalise) for every kind."""
-    normalization(in_chans)  # validates in_chans
+    gives the deterministic eval pipeline (resize + normalise) for every kind.
+    ``normalization=None`` leaves pixels in [0, 1]."""
+    check_channels(in_chans)
+    if normalization is not None and len(normalization.mean) != in_chans:
+        raise ValueError(
+            f"normalization has {len(normalization.mean)} channel(s), the images {in_chans}"
+        )
     height, width = (int(s) for s in img_size)
     if height < 1 or width < 1:
         raise ValueError(f"img_size must be positive, got {img_size}")
@@ -111,7 +124,7 @@ def build_transforms(kind: str, img_size: tuple[int, int], in_chans: int, train:
         # "b" is not the same class). PIL's resize is a copy when the size already matches.
         padding = [max(1, width // 8), max(1, height // 8)]  # left/right, top/bottom
         steps += [v2.Resize(size), v2.RandomCrop(size, padding=padding)]
-    return v2.Compose(steps + _to_normalised_tensor(in_chans))
+    return v2.Compose(steps + _to_normalised_tensor(normalization))
 
 
 def apply_seeded(transform: Transform, images: Sequence[Any], seed: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ every message (it never changes a result: the same config always builds the same
 from __future__ import annotations
 
 import logging
+import re
 
 import timm
 import torch
@@ -17,6 +18,7 @@ from fedadc.compression.base import Compressor
 from fedadc.compression.registry import create_compressor
 from fedadc.config.schema import RunConfig
 from fedadc.config.validate import validate
+from fedadc.data.normalize import Normalization, explicit, model_statistics
 from fedadc.data.partition import partition_indices
 from fedadc.data.tensors import ImageData, ImageSplit
 from fedadc.model.split import SplitViT, split_vit
@@ -40,6 +42,40 @@ def model_image_size(run: RunConfig) -> tuple[int, int] | None:
         return None
     cfg = timm.get_pretrained_cfg(run.model.name)
     return tuple(cfg.input_size[1:]) if cfg is not None else (224, 224)  # type: ignore[return-value]
+
+
+MAX_NATIVE_TOKENS = 16
+"""A from-scratch model without ``data.img_size`` takes the data's native size, capped at
+this many patches along the longer side (256 tokens: 32 px for vit_micro's 2-pixel
+patches), since attention cost grows with the square of the token count."""
+
+
+def max_native_size(run: RunConfig) -> int | None:
+    """The largest native side a from-scratch model takes by default (None: no cap)."""
+    if not _from_scratch(run) or run.data.img_size is not None:
+        return None
+    patch = run.model.kwargs.get("patch_size")
+    if patch is None:
+        found = re.search(r"patch(\d+)", run.model.name)
+        patch = int(found.group(1)) if found else 16
+    patch = patch if isinstance(patch, int) else max(patch)
+    return int(patch) * MAX_NATIVE_TOKENS
+
+
+def data_normalization(run: RunConfig, in_chans: int | None) -> str | Normalization:
+    """``data.normalize`` resolved against the model: explicit ``data.mean``/``data.std``
+    win; ``auto`` is ``model`` for pretrained weights (not for the embedded digits, which
+    keep their own statistics), else ``dataset``; ``model`` reads timm's pretrained_cfg."""
+    d = run.data
+    if d.mean is not None and d.std is not None:
+        return explicit(d.mean, d.std)
+    kind = d.normalize
+    if kind == "auto":
+        kind = "dataset" if _from_scratch(run) or d.source == "digits" else "model"
+    if kind == "model":
+        stats = model_statistics(run.model.name)
+        return stats.channels(in_chans) if in_chans is not None else stats
+    return kind
 
 
 _DATA: dict[str, ImageData] = {}
@@ -81,6 +117,8 @@ def _load_data(run: RunConfig) -> ImageData:
         img_size=model_image_size(run),
         in_chans=in_chans,
         seed=run.seed,
+        normalize=data_normalization(run, in_chans),
+        max_native_size=max_native_size(run),
     )
 
 

@@ -54,5 +54,5 @@ def run_federated(
     with run_threads(run):
         result = loop.run(start_round=start, history=history)
     if results is not None:
-        results.finish(loop.server, result.history, result.stop_reason)
+        results.finish(loop.server, result.history, result.stop_reason, data=loop.data)
     return result

@@ -7,7 +7,8 @@ Layout::
         metrics.jsonl    one JSON object per round (accuracy, loss, bytes, xi, wall time,
                          seconds per step by component: fedadc.federated.timing)
         ledger.csv       one row per message (direction, client, round, step, bytes by kind)
-        summary.json     final accuracy, stop reason, byte totals and ratios, s/step
+        summary.json     final accuracy, stop reason, byte totals and ratios, s/step, the
+                         data (shape, rows, the pixel mean/std it was normalised with)
         accuracy_vs_bytes.png
         checkpoint.pt    global head, tail, tail optimizer, server codec, ledger, history
 
@@ -35,6 +36,7 @@ import torch
 
 from fedadc.compression.registry import ratio_params
 from fedadc.config.schema import RunConfig
+from fedadc.data.tensors import ImageData
 from fedadc.federated.server import FederatedServer
 from fedadc.federated.timing import summarize
 
@@ -50,7 +52,13 @@ and thread count may change float rounding, never the method, data or schedule.)
 RESUMABLE_CHANGES = RESULT_NEUTRAL | {"federation.rounds", "federation.budget_epochs"}
 """Config keys a resumed run may change (extend the run, or move its directory)."""
 
-ADDED_LATER = {"precision": "fp32"}
+ADDED_LATER = {
+    "precision": "fp32",
+    "optim.schedule": "constant",
+    "optim.warmup": 0.0,
+    "optim.client_state": "reset",
+    "federation.head_momentum": 0.0,
+}
 """Keys added after runs were recorded, with the value an older config.json implies: a
 config without them reads as these values, and a key at its value is left out of
 :func:`identity`, so older runs keep their names and resume."""
@@ -70,6 +78,21 @@ def _write_atomic(path: Path, text: str) -> None:
 def config_dict(run: RunConfig) -> dict:
     """The resolved config as config.json records it (JSON round trip)."""
     return json.loads(json.dumps(asdict(run), default=str))
+
+
+def data_record(data: ImageData) -> dict:
+    """What summary.json records of the data: enough to see, and to pin with
+    ``data.mean``/``data.std``, what the model was fed."""
+    record: dict = {
+        "name": data.name,
+        "image_shape": list(data.image_shape),
+        "train_rows": len(data.train),
+        "test_rows": len(data.test),
+        "num_classes": data.num_classes,
+    }
+    if data.normalization is not None:
+        record["normalization"] = data.normalization.record()
+    return record
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
@@ -216,7 +239,11 @@ class RunDirectory:
             )
 
     def finish(
-        self, server: FederatedServer, history: list[dict[str, float]], stop_reason: str
+        self,
+        server: FederatedServer,
+        history: list[dict[str, float]],
+        stop_reason: str,
+        data: ImageData | None = None,
     ) -> dict:
         summary = {
             "stop_reason": stop_reason,
@@ -227,6 +254,8 @@ class RunDirectory:
             **summarize(history),
             **server.ledger.summary(),
         }
+        if data is not None:
+            summary["data"] = data_record(data)
         _write_atomic(self.path / "summary.json", json.dumps(summary, indent=2))
         server.ledger.write_csv(self.path / "ledger.csv")
         self.plot(history)
