@@ -19,6 +19,7 @@ from fedadc.data.partition import PARTITIONS
 from fedadc.data.sources import check_source
 from fedadc.data.transforms import AUGMENT_KINDS
 from fedadc.wire.payload import HARD_LABEL_DTYPES, SOFT_LABEL_DTYPES
+from fedadc.wire.precision import PAYLOAD_DTYPES
 
 CONSUMED_KEYS = ("xi",)
 """Top-level keys of ``conf/`` that exist only to be interpolated into groups (not
@@ -196,12 +197,19 @@ class FederationConfig:
 
 @dataclass(frozen=True)
 class WireConfig:
+    """Wire dtypes (:class:`fedadc.wire.WireFormat`): labels, and the precision of float
+    activations / gradients stacked on any method (``docs/wire.md``)."""
+
     soft_label_dtype: str = "float32"
     hard_label_dtype: str = "int64"
+    activation_dtype: str = "float32"
+    gradient_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         _choice("wire", "soft_label_dtype", self.soft_label_dtype, SOFT_LABEL_DTYPES)
         _choice("wire", "hard_label_dtype", self.hard_label_dtype, HARD_LABEL_DTYPES)
+        _choice("wire", "activation_dtype", self.activation_dtype, PAYLOAD_DTYPES)
+        _choice("wire", "gradient_dtype", self.gradient_dtype, PAYLOAD_DTYPES)
 
 
 @dataclass(frozen=True)
