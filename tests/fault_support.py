@@ -5,11 +5,16 @@ test_resume.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import struct
+from collections.abc import Callable
 
+import numpy as np
+import safetensors.numpy
 import torch
 
 from fedadc.config.schema import DataConfig, MethodConfig, RunConfig
-from fedadc.wire import Payload
+from fedadc.wire import Payload, WireFormat
 from fedadc.wire.payload import Kind
 from tests.test_federated import make_run
 
@@ -48,6 +53,23 @@ def edit(
     if batch_size is not None:
         payload.batch_size = batch_size
     return payload.to_bytes()
+
+
+def as_int8(
+    data: bytes, spoil: Callable[[dict[str, np.ndarray], dict], None] | None = None
+) -> bytes:
+    """``data`` re-encoded with int8 activations (``activations`` + its per-row scale
+    ``activations.scale``), then ``spoil(arrays, header)`` applied to the raw safetensors
+    entries and the fedadc header (kinds, dtypes, precision, meta) before writing it again."""
+    payload = Payload.from_bytes(data)
+    raw = payload.to_bytes(WireFormat(activation_dtype="int8"))
+    if spoil is None:
+        return raw
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(json.loads(raw[8 : 8 + length])["__metadata__"]["fedadc"])
+    arrays = dict(safetensors.numpy.load(raw))
+    spoil(arrays, header)
+    return safetensors.numpy.save(arrays, metadata={"fedadc": json.dumps(header, sort_keys=True)})
 
 
 def acts(data: bytes) -> torch.Tensor:

@@ -11,6 +11,7 @@ import functools
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +23,16 @@ from fedadc.federated.validation import RejectedPayload, default_max_payload_byt
 from fedadc.wire import Payload
 from fedadc.wire.messages import FromClient, ToClient
 from fedadc.wire.payload import PayloadError
-from tests.fault_support import HOSTILE, METHODS, acts, edit, labels, small_run, with_value
+from tests.fault_support import (
+    HOSTILE,
+    METHODS,
+    acts,
+    as_int8,
+    edit,
+    labels,
+    small_run,
+    with_value,
+)
 
 
 @functools.cache
@@ -177,12 +187,63 @@ PAYLOAD_CASES = [
         "does not match",
     ),
     (
+        "int8-missing-scale",
+        "identity",
+        lambda d: as_int8(d, _drop_scale),
+        "int8 'activations' has no per-row scale tensor 'activations.scale'",
+    ),
+    (
+        "int8-scale-per-sample",
+        "identity",
+        lambda d: as_int8(d, lambda a, h: a.update({SCALE: a[SCALE][:, 0]})),
+        r"must be float32 of shape \(8, 17\) .* got float32 \(8,\)",
+    ),
+    (
+        "int8-float16-scale",
+        "identity",
+        lambda d: as_int8(d, lambda a, h: a.update({SCALE: a[SCALE].astype(np.float16)})),
+        r"must be float32 of shape \(8, 17\) .* got float16",
+    ),
+    (
+        "int8-float-codes",
+        "identity",
+        lambda d: as_int8(
+            d, lambda a, h: a.update({"activations": a["activations"].astype(np.float32)})
+        ),
+        "int8 'activations' must be stored as int8, got float32",
+    ),
+    (
+        "int8-nan-scale",
+        "adc",
+        lambda d: as_int8(d, lambda a, h: a.update({SCALE: with_nan(a[SCALE])})),
+        "scale 'activations.scale' must be finite and >= 0",
+    ),
+    (
+        "unknown-precision",
+        "identity",
+        lambda d: as_int8(d, lambda a, h: h["precision"].update(activations="int4")),
+        "'activations' has precision 'int4'; valid: ",
+    ),
+    (
         "bottlenet-wide-code",
         "bottlenet",
         lambda d: edit(d, activations=torch.zeros(8, 17, 32)),
         r"B x 17 x 8",
     ),
 ]
+
+SCALE = "activations.scale"
+
+
+def _drop_scale(arrays: dict, header: dict) -> None:
+    del arrays[SCALE], header["kinds"][SCALE]
+
+
+def with_nan(scale: np.ndarray) -> np.ndarray:
+    scale = scale.copy()
+    scale.flat[0] = np.nan
+    return scale
+
 
 HEAD_CASES = [
     (
@@ -270,6 +331,14 @@ def test_honest_payloads_pass(method):
     done = FromClient(partition=HOSTILE, head=head, num_examples=8)
     accepted, rejected, _, _ = exchange_once(method, done, ToClient(1, 1, 0, finish=True))
     assert messages(accepted) == {HOSTILE: done} and rejected == []
+
+
+@pytest.mark.parametrize("method", ["identity", "adc"])
+def test_honest_int8_payloads_pass_and_train_the_tail(method):
+    payload, _ = valid_reply(method)
+    ok = FromClient(partition=HOSTILE, payloads=[as_int8(payload)])
+    accepted, rejected, unchanged, _ = exchange_once(method, ok, ToClient(1, 0, 1))
+    assert messages(accepted) == {HOSTILE: ok} and rejected == [] and not unchanged
 
 
 @pytest.mark.parametrize("method", list_compressors())
