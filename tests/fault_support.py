@@ -84,3 +84,61 @@ def with_value(t: torch.Tensor, value: float) -> torch.Tensor:
     t = t.clone()
     t.view(-1)[0] = value
     return t
+
+
+SCALE = "activations.scale"
+
+
+def _drop_scale(arrays: dict, header: dict) -> None:
+    del arrays[SCALE], header["kinds"][SCALE]
+
+
+def _with_nan(scale: np.ndarray) -> np.ndarray:
+    scale = scale.copy()
+    scale.flat[0] = np.nan
+    return scale
+
+
+INT8_PAYLOAD_CASES = [
+    (
+        "int8-missing-scale",
+        "identity",
+        lambda d: as_int8(d, _drop_scale),
+        "int8 'activations' has no per-row scale tensor 'activations.scale'",
+    ),
+    (
+        "int8-scale-per-sample",
+        "identity",
+        lambda d: as_int8(d, lambda a, h: a.update({SCALE: a[SCALE][:, 0]})),
+        r"must be float32 of shape \(8, 17\) .* got float32 \(8,\)",
+    ),
+    (
+        "int8-float16-scale",
+        "identity",
+        lambda d: as_int8(d, lambda a, h: a.update({SCALE: a[SCALE].astype(np.float16)})),
+        r"must be float32 of shape \(8, 17\) .* got float16",
+    ),
+    (
+        "int8-float-codes",
+        "identity",
+        lambda d: as_int8(
+            d, lambda a, h: a.update({"activations": a["activations"].astype(np.float32)})
+        ),
+        "int8 'activations' must be stored as int8, got float32",
+    ),
+    (
+        "int8-nan-scale",
+        "adc",
+        lambda d: as_int8(d, lambda a, h: a.update({SCALE: _with_nan(a[SCALE])})),
+        "scale 'activations.scale' must be finite and >= 0",
+    ),
+    (
+        "unknown-precision",
+        "identity",
+        lambda d: as_int8(d, lambda a, h: h["precision"].update(activations="int4")),
+        "'activations' has precision 'int4'; valid: ",
+    ),
+]
+"""Spoiled int8 payloads (test_payload_validation.py's case format: id, method, spoil,
+what the error must say): the scale missing, misshapen, not float32 or not finite, the
+codes not int8, an unknown precision."""

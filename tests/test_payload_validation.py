@@ -11,7 +11,6 @@ import functools
 import math
 import re
 
-import numpy as np
 import pytest
 import torch
 
@@ -25,6 +24,7 @@ from fedadc.wire.messages import FromClient, ToClient
 from fedadc.wire.payload import PayloadError
 from tests.fault_support import (
     HOSTILE,
+    INT8_PAYLOAD_CASES,
     METHODS,
     acts,
     as_int8,
@@ -187,63 +187,13 @@ PAYLOAD_CASES = [
         "does not match",
     ),
     (
-        "int8-missing-scale",
-        "identity",
-        lambda d: as_int8(d, _drop_scale),
-        "int8 'activations' has no per-row scale tensor 'activations.scale'",
-    ),
-    (
-        "int8-scale-per-sample",
-        "identity",
-        lambda d: as_int8(d, lambda a, h: a.update({SCALE: a[SCALE][:, 0]})),
-        r"must be float32 of shape \(8, 17\) .* got float32 \(8,\)",
-    ),
-    (
-        "int8-float16-scale",
-        "identity",
-        lambda d: as_int8(d, lambda a, h: a.update({SCALE: a[SCALE].astype(np.float16)})),
-        r"must be float32 of shape \(8, 17\) .* got float16",
-    ),
-    (
-        "int8-float-codes",
-        "identity",
-        lambda d: as_int8(
-            d, lambda a, h: a.update({"activations": a["activations"].astype(np.float32)})
-        ),
-        "int8 'activations' must be stored as int8, got float32",
-    ),
-    (
-        "int8-nan-scale",
-        "adc",
-        lambda d: as_int8(d, lambda a, h: a.update({SCALE: with_nan(a[SCALE])})),
-        "scale 'activations.scale' must be finite and >= 0",
-    ),
-    (
-        "unknown-precision",
-        "identity",
-        lambda d: as_int8(d, lambda a, h: h["precision"].update(activations="int4")),
-        "'activations' has precision 'int4'; valid: ",
-    ),
-    (
         "bottlenet-wide-code",
         "bottlenet",
         lambda d: edit(d, activations=torch.zeros(8, 17, 32)),
         r"B x 17 x 8",
     ),
 ]
-
-SCALE = "activations.scale"
-
-
-def _drop_scale(arrays: dict, header: dict) -> None:
-    del arrays[SCALE], header["kinds"][SCALE]
-
-
-def with_nan(scale: np.ndarray) -> np.ndarray:
-    scale = scale.copy()
-    scale.flat[0] = np.nan
-    return scale
-
+PAYLOAD_CASES += INT8_PAYLOAD_CASES
 
 HEAD_CASES = [
     (
