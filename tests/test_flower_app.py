@@ -66,9 +66,14 @@ def _untimed(row: dict) -> str:
 
 
 def test_flower_ledger_counts_the_bytes_sent_in_the_run_wire_format(flower, tmp_path):
-    """float16 soft labels, int16 hard labels: the Flower server's ledger records exactly
-    the reference's, whose per-kind bytes are the serialized tensors', both directions."""
-    wire = "wire.soft_label_dtype=float16 wire.hard_label_dtype=int16"
+    """float16 soft labels, int16 hard labels, int8 activations, bfloat16 gradients: the
+    Flower server's ledger records exactly the reference's, whose per-kind bytes are the
+    serialized tensors', both directions; and the trained weights are the reference's, bit
+    for bit (the payload precision is decoded the same on either transport)."""
+    wire = (
+        "wire.soft_label_dtype=float16 wire.hard_label_dtype=int16 "
+        "wire.activation_dtype=int8 wire.gradient_dtype=bfloat16"
+    )
     flat = {**TINY_RUN, "rounds": 1, "overrides": f"{TINY_RUN['overrides']} {wire}"}
     run = compose(overrides_from_flower(flat))
     tap = WireTap(run)
@@ -79,3 +84,8 @@ def test_flower_ledger_counts_the_bytes_sent_in_the_run_wire_format(flower, tmp_
     server = FederatedServer(run, load_data(run))
     RunDirectory(run_dir).load_checkpoint(server)
     assert server.ledger.records == reference.server.ledger.records
+    assert server.global_head == reference.server.global_head  # serialized: bit for bit
+    for a, b in zip(
+        server.split.tail.parameters(), reference.server.split.tail.parameters(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -22,7 +22,17 @@ from fedadc.federated.validation import RejectedPayload, default_max_payload_byt
 from fedadc.wire import Payload
 from fedadc.wire.messages import FromClient, ToClient
 from fedadc.wire.payload import PayloadError
-from tests.fault_support import HOSTILE, METHODS, acts, edit, labels, small_run, with_value
+from tests.fault_support import (
+    HOSTILE,
+    INT8_PAYLOAD_CASES,
+    METHODS,
+    acts,
+    as_int8,
+    edit,
+    labels,
+    small_run,
+    with_value,
+)
 
 
 @functools.cache
@@ -183,6 +193,7 @@ PAYLOAD_CASES = [
         r"B x 17 x 8",
     ),
 ]
+PAYLOAD_CASES += INT8_PAYLOAD_CASES
 
 HEAD_CASES = [
     (
@@ -270,6 +281,14 @@ def test_honest_payloads_pass(method):
     done = FromClient(partition=HOSTILE, head=head, num_examples=8)
     accepted, rejected, _, _ = exchange_once(method, done, ToClient(1, 1, 0, finish=True))
     assert messages(accepted) == {HOSTILE: done} and rejected == []
+
+
+@pytest.mark.parametrize("method", ["identity", "adc"])
+def test_honest_int8_payloads_pass_and_train_the_tail(method):
+    payload, _ = valid_reply(method)
+    ok = FromClient(partition=HOSTILE, payloads=[as_int8(payload)])
+    accepted, rejected, unchanged, _ = exchange_once(method, ok, ToClient(1, 0, 1))
+    assert messages(accepted) == {HOSTILE: ok} and rejected == [] and not unchanged
 
 
 @pytest.mark.parametrize("method", list_compressors())

@@ -3,12 +3,14 @@ per-kind counts are exactly the sizes of the tensors serialized in those bytes."
 
 from __future__ import annotations
 
+import json
+import struct
 from collections import defaultdict
 
 import safetensors.numpy
 
 from fedadc.federated import InProcessTransport
-from fedadc.wire import FromClient, Ledger, Payload, ToClient
+from fedadc.wire import FromClient, Ledger, ToClient
 
 
 class WireTap(InProcessTransport):
@@ -33,15 +35,23 @@ class WireTap(InProcessTransport):
 
 
 def serialized_sizes(messages: list[bytes]) -> dict[str, int]:
-    """Bytes per kind of the tensors as serialized (``header``: everything else)."""
+    """Bytes per kind of the tensors as serialized (``header``: everything else), kinds
+    read from the header's tags (an int8 tensor's scale is its own entry there)."""
     sizes: dict[str, int] = defaultdict(int)
     for data in messages:
-        kinds = Payload.from_bytes(data).kinds
+        kinds = _kind_tags(data)
         arrays = safetensors.numpy.load(data)
         for name, array in arrays.items():
-            sizes[kinds[name].value] += array.nbytes
+            sizes[kinds[name]] += array.nbytes
         sizes["header"] += len(data) - sum(a.nbytes for a in arrays.values())
     return dict(sizes)
+
+
+def _kind_tags(data: bytes) -> dict[str, str]:
+    """Tensor name -> kind, as written in the safetensors header's fedadc metadata."""
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    return json.loads(header["__metadata__"]["fedadc"])["kinds"]
 
 
 def assert_ledger_matches_the_wire(ledger: Ledger, sent: dict[str, list[bytes]]) -> None:

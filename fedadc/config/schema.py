@@ -22,6 +22,7 @@ from fedadc.data.transforms import AUGMENT_KINDS
 from fedadc.model.precision import PRECISIONS
 from fedadc.schedule import SCHEDULES
 from fedadc.wire.payload import HARD_LABEL_DTYPES, SOFT_LABEL_DTYPES
+from fedadc.wire.precision import PAYLOAD_DTYPES
 
 CLIENT_STATES = ("reset", "keep")
 
@@ -230,12 +231,19 @@ class FederationConfig:
 
 @dataclass(frozen=True)
 class WireConfig:
+    """Wire dtypes (:class:`fedadc.wire.WireFormat`): labels, and the precision of float
+    activations / gradients stacked on any method (``docs/wire.md``)."""
+
     soft_label_dtype: str = "float32"
     hard_label_dtype: str = "int64"
+    activation_dtype: str = "float32"
+    gradient_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         _choice("wire", "soft_label_dtype", self.soft_label_dtype, SOFT_LABEL_DTYPES)
         _choice("wire", "hard_label_dtype", self.hard_label_dtype, HARD_LABEL_DTYPES)
+        _choice("wire", "activation_dtype", self.activation_dtype, PAYLOAD_DTYPES)
+        _choice("wire", "gradient_dtype", self.gradient_dtype, PAYLOAD_DTYPES)
 
 
 @dataclass(frozen=True)

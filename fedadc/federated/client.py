@@ -84,7 +84,7 @@ class ClientSettings:
             head_update=fed.head_update,
             learning_rate=run.learning_rate,
             weight_decay=run.optim.weight_decay,
-            wire=WireFormat(run.wire.soft_label_dtype, run.wire.hard_label_dtype),
+            wire=WireFormat.from_config(run.wire),
             rounds=fed.rounds,
             schedule=run.optim.schedule,
             warmup=run.optim.warmup,

@@ -37,7 +37,7 @@ class FederatedServer:
         optimizer = torch.optim.Adam(
             params, lr=run.learning_rate, weight_decay=run.optim.weight_decay
         )
-        wire = WireFormat(run.wire.soft_label_dtype, run.wire.hard_label_dtype)
+        wire = WireFormat.from_config(run.wire)
         self.tail_step = SplitServer(
             self.split.tail, self.compressor, optimizer, run.device, wire=wire
         )

@@ -17,6 +17,9 @@ import numpy as np
 import safetensors.numpy
 import torch
 
+from fedadc.wire import precision
+from fedadc.wire.precision import PAYLOAD_DTYPES, PrecisionError
+
 
 class Kind(str, Enum):
     """What a tensor in a payload is, for the byte ledger."""
@@ -40,18 +43,29 @@ _BATCH_KEY = "batch_size"
 
 SOFT_LABEL_DTYPES = ("float32", "float16")
 HARD_LABEL_DTYPES = ("int64", "int32", "int16")
+_PRECISION_KINDS = ("activations", "gradients")
 
 
 @dataclass(frozen=True)
 class WireFormat:
-    """Dtypes used on the wire for labels (activations are the method's business).
+    """Dtypes used on the wire for labels and, stacked on any method, for the float
+    activations and gradients (:mod:`fedadc.wire.precision`).
 
     Soft labels (ADC's merged labels) may travel as float16 and hard labels as int16; the
-    receiver casts them back to float32 / int64, so training code never sees wire dtypes.
+    receiver casts them back to float32 / int64. Float activations / gradients may travel as
+    float16, bfloat16 or int8 with a per-row scale; the receiver decodes them to float32.
+    Training code never sees wire dtypes.
     """
 
     soft_label_dtype: str = "float32"
     hard_label_dtype: str = "int64"
+    activation_dtype: str = "float32"
+    gradient_dtype: str = "float32"
+
+    @classmethod
+    def from_config(cls, config: object) -> WireFormat:
+        """The wire format of a run's ``wire`` config (:class:`fedadc.config.WireConfig`)."""
+        return cls(**{f: getattr(config, f) for f in cls.__dataclass_fields__})
 
     def __post_init__(self) -> None:
         if self.soft_label_dtype not in SOFT_LABEL_DTYPES:
@@ -64,6 +78,15 @@ class WireFormat:
                 f"WireFormat.hard_label_dtype must be one of {list(HARD_LABEL_DTYPES)}, "
                 f"got {self.hard_label_dtype!r}"
             )
+        precision.check_dtype(self.activation_dtype, "WireFormat.activation_dtype")
+        precision.check_dtype(self.gradient_dtype, "WireFormat.gradient_dtype")
+
+    def precision_for(self, kind: Kind, array: np.ndarray) -> str:
+        """How ``array`` of ``kind`` travels: the configured precision for float
+        activations and gradients, ``float32`` (as is) for everything else."""
+        if array.dtype.kind != "f" or kind.value not in _PRECISION_KINDS:
+            return "float32"
+        return self.activation_dtype if kind is Kind.ACTIVATIONS else self.gradient_dtype
 
     def wire_dtype(self, kind: Kind, array: np.ndarray) -> np.dtype:
         if kind is Kind.LABELS and array.dtype.kind == "f":
@@ -115,8 +138,19 @@ class Payload:
             raise ValueError(f"set Payload.batch_size, not meta[{_BATCH_KEY!r}]")
         arrays: dict[str, np.ndarray] = {}
         dtypes: dict[str, str] = {}
+        kinds = {k: v.value for k, v in self.kinds.items()}
+        lossy: dict[str, str] = {}
         for name, tensor in self.tensors.items():
             array = tensor.numpy()
+            codec = wire.precision_for(self.kinds[name], array)
+            if codec != "float32":
+                encoded = precision.encode(name, array, codec)
+                if clash := sorted(set(encoded) & (set(self.tensors) - {name})):
+                    raise ValueError(f"tensor name(s) {clash} are reserved for {name}'s scale")
+                arrays.update(encoded)
+                kinds.update({part: kinds[name] for part in encoded})
+                lossy[name] = codec
+                continue
             target = wire.wire_dtype(self.kinds[name], array)
             if target != array.dtype:  # the receiver casts back to the sender's dtype
                 dtypes[name] = str(array.dtype)
@@ -126,11 +160,9 @@ class Payload:
         meta = {k: str(v) for k, v in self.meta.items()}
         if self.batch_size is not None:
             meta[_BATCH_KEY] = str(self.batch_size)
-        header = {
-            "kinds": {k: v.value for k, v in self.kinds.items()},
-            "dtypes": dtypes,
-            "meta": meta,
-        }
+        header = {"kinds": kinds, "dtypes": dtypes, "meta": meta}
+        if lossy:  # only then: float32 payloads keep their bytes
+            header["precision"] = lossy
         return safetensors.numpy.save(
             arrays, metadata={_HEADER_KEY: json.dumps(header, sort_keys=True)}
         )
@@ -144,17 +176,40 @@ class Payload:
             kinds = {k: Kind(v) for k, v in ours["kinds"].items()}
             dtypes = dict(ours["dtypes"])
             meta = {str(k): str(v) for k, v in ours["meta"].items()}
+            lossy = {str(k): str(v) for k, v in ours.get("precision", {}).items()}
             arrays = safetensors.numpy.load(data)
         except Exception as err:
             raise PayloadError(f"malformed payload ({type(err).__name__}: {err})") from err
-        if set(kinds) != set(arrays) or not set(dtypes) <= set(arrays):
+        if set(kinds) != set(arrays) or not set(dtypes) | set(lossy) <= set(arrays):
             raise PayloadError("malformed payload: tensor names and kind tags disagree")
         payload = cls(meta=meta, batch_size=_parse_batch_size(meta.pop(_BATCH_KEY, None)))
+        for name, codec in lossy.items():
+            arrays[name] = _decode_precision(name, codec, arrays, kinds)
+            if codec == "int8":
+                del arrays[precision.scale_name(name)]
         for name, array in arrays.items():
             restored = array.astype(np.dtype(dtypes.get(name, array.dtype)), copy=False)
             payload.tensors[name] = torch.from_numpy(np.array(restored))
             payload.kinds[name] = kinds[name]
         return payload
+
+
+def _decode_precision(
+    name: str, codec: str, arrays: dict[str, np.ndarray], kinds: dict[str, Kind]
+) -> np.ndarray:
+    """float32 values of ``name`` sent in precision ``codec``, or a clear PayloadError."""
+    if kinds[name].value not in _PRECISION_KINDS:
+        raise PayloadError(
+            f"malformed payload: {name!r} of kind {kinds[name].value} has precision {codec!r}; "
+            f"only {list(_PRECISION_KINDS)} travel in {list(PAYLOAD_DTYPES)}"
+        )
+    scale = precision.scale_name(name)
+    if codec == "int8" and scale in kinds and kinds[scale] is not kinds[name]:
+        raise PayloadError(f"malformed payload: scale {scale!r} must have the kind of {name!r}")
+    try:
+        return precision.decode(name, arrays, codec)
+    except PrecisionError as err:
+        raise PayloadError(f"malformed payload: {err}") from None
 
 
 def bytes_by_kind(data: bytes) -> dict[str, int]:
