@@ -27,7 +27,6 @@ message that finds neither its live objects nor weights in the state raises
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import uuid
@@ -49,6 +48,7 @@ from fedadc.federated.build import (
     load_weights,
     weights_payload,
 )
+from fedadc.federated.optim_state import load_optimizer_bytes, optimizer_to_bytes
 from fedadc.schedule import lr_at, set_lr
 from fedadc.seeding import generator, stream_seed
 from fedadc.step import SplitClient
@@ -305,7 +305,7 @@ class FederatedClient:
         )
         keep = self.settings.client_state == "keep"  # the last round's moments go on
         if "optim" in self.state and (msg.head is None or keep):
-            optimizer.load_state_dict(torch.load(io.BytesIO(self.state["optim"])))
+            load_optimizer_bytes(optimizer, self.state["optim"])
         step = SplitClient(
             modules["head"],  # type: ignore[arg-type]
             compressor,
@@ -333,8 +333,6 @@ class FederatedClient:
             self.state["meta"] = json.dumps(meta).encode()
             weights = head if head is not None else weights_payload(live.modules).to_bytes()
             self.state["weights"] = weights
-            buffer = io.BytesIO()
-            torch.save(live.step.optimizer.state_dict(), buffer)
-            self.state["optim"] = buffer.getvalue()
+            self.state["optim"] = optimizer_to_bytes(live.step.optimizer)
         if self.use_cache:
             _LIVE[self._key] = live
