@@ -6,7 +6,7 @@ scripts in deploy/ (`strategies/local_deployment.py`) and submits one ``flwr run
 steps-per-message S and ServerApp poll interval, one after the other on the same processes:
 
 * warm: ``fedadc-supernode`` (the scripts' default) and the ServerApp's ``push_pull`` every
-  ``poll-s`` (0: automatic, 50 ms) with the fast object-pull retry;
+  ``poll-s`` (0: automatic, ``DEFAULT_POLL_S``) with the fast object-pull retry;
 * stock: ``--stock`` SuperNodes (a ``flwr-clientapp`` process per message) and the ServerApp
   as stock Flower times it: ``poll-s=3`` (``send_and_receive``'s 3 s) and
   ``fast-deploy=false``. Stock runs ``--stock-rounds`` rounds (an exchange costs 10-30 s).
@@ -24,7 +24,8 @@ The load average is printed beside every row (a shared machine: compare rows of 
     python benchmarks/deployment_latency.py                    # warm + stock, insecure + TLS
     python benchmarks/deployment_latency.py --runtimes warm --poll-s 0.01 0.02 0.05 0.1
     python benchmarks/deployment_latency.py --spm 1 0          # S = 1 and S = all
-    python benchmarks/deployment_latency.py --rounds 2 --local-steps 3 --batch-size 8 \\
+    python benchmarks/deployment_latency.py --security insecure --rounds 2 --local-steps 2 \\
+        --batch-size 8 32 \\
         --overrides "model=deit_tiny model.pretrained=false data.img_size=64 threads=1"
 
 Every process started here is stopped at the end, also on errors.
@@ -134,52 +135,52 @@ def measure(root: Path, runtime: str, security: str, args: argparse.Namespace) -
         idle_link = cpu.used(t0, time.monotonic()).get("SuperLink", 0.0) / args.idle_s
         stock = runtime == "stock"
         polls = [3.0] if stock else args.poll_s
-        for s in args.spm:
-            for poll in polls:
-                rounds = args.stock_rounds if stock else args.rounds
-                flat = {
-                    "num-clients": NODES,
-                    "local-steps": args.local_steps,
-                    "rounds": rounds,
-                    "batch-size": args.batch_size,
-                    "seed": 7,
-                    "overrides": args.overrides,
-                    "steps-per-message": s,
+        for s, poll, batch in itertools.product(args.spm, polls, args.batch_size):
+            rounds = args.stock_rounds if stock else args.rounds
+            flat = {
+                "num-clients": NODES,
+                "local-steps": args.local_steps,
+                "rounds": rounds,
+                "batch-size": batch,
+                "seed": 7,
+                "overrides": args.overrides,
+                "steps-per-message": s,
+            }
+            extra = f"poll-s={poll} fast-deploy={str(not stock).lower()}"
+            results = root / f"results-s{s}-p{poll}-b{batch}"
+            results.mkdir(parents=True)
+            before = len(clock.times["SuperNode 0"])
+            started, load_before = time.perf_counter(), load()
+            deployment.run(flat, results, extra=extra, timeout=3600)
+            total = time.perf_counter() - started
+            clock.poll()
+            arrivals = clock.times["SuperNode 0"][before:]
+            per_round = args.local_steps // (s or args.local_steps) + 1
+            if len(arrivals) != rounds * per_round:
+                raise RuntimeError(f"{len(arrivals)} step messages, want {rounds * per_round}")
+            kept, used, n, active_s = figures(arrivals, per_round, cpu)
+            rows.append(
+                {
+                    "runtime": runtime,
+                    "security": security,
+                    "S": s or f"all ({args.local_steps})",
+                    "B": batch,
+                    "poll": "3 (stock)" if stock else (poll or DEFAULT_POLL_S),
+                    "median": statistics.median(kept),
+                    "p90": p90(kept),
+                    "n": len(kept),
+                    "cpu": {c: v / n for c, v in sorted(used.items())},
+                    "link_idle": idle_link,
+                    "link_active": used.get("SuperLink", 0.0) / active_s,
+                    "total": total,
+                    "load": (load_before + load()) / 2,
                 }
-                extra = f"poll-s={poll} fast-deploy={str(not stock).lower()}"
-                results = root / f"results-s{s}-p{poll}"
-                results.mkdir(parents=True)
-                before = len(clock.times["SuperNode 0"])
-                started, load_before = time.perf_counter(), load()
-                deployment.run(flat, results, extra=extra, timeout=3600)
-                total = time.perf_counter() - started
-                clock.poll()
-                arrivals = clock.times["SuperNode 0"][before:]
-                per_round = args.local_steps // (s or args.local_steps) + 1
-                if len(arrivals) != rounds * per_round:
-                    raise RuntimeError(f"{len(arrivals)} step messages, want {rounds * per_round}")
-                kept, used, n, active_s = figures(arrivals, per_round, cpu)
-                rows.append(
-                    {
-                        "runtime": runtime,
-                        "security": security,
-                        "S": s or f"all ({args.local_steps})",
-                        "poll": "3 (stock)" if stock else (poll or DEFAULT_POLL_S),
-                        "median": statistics.median(kept),
-                        "p90": p90(kept),
-                        "n": len(kept),
-                        "cpu": {c: v / n for c, v in sorted(used.items())},
-                        "link_idle": idle_link,
-                        "link_active": used.get("SuperLink", 0.0) / active_s,
-                        "total": total,
-                        "load": (load_before + load()) / 2,
-                    }
-                )
-                print(
-                    f"{runtime}/{security} S={s} poll={poll}: gaps {[round(g, 2) for g in kept]}"
-                    f" ({total:.0f} s, load {load():.1f})",
-                    flush=True,
-                )
+            )
+            print(
+                f"{runtime}/{security} S={s} poll={poll} B={batch}: gaps "
+                f"{[round(g, 2) for g in kept]} ({total:.0f} s, load {load():.1f})",
+                flush=True,
+            )
     finally:
         clock.stop()
         cpu.stop()
@@ -191,25 +192,25 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(
         f"\n{now}, {platform.machine()}, {os.cpu_count()} CPUs, load now {load():.1f}; "
-        f"{NODES} SuperNodes on loopback; {args.local_steps} local steps, batch "
-        f"{args.batch_size}, warm {args.rounds} rounds, stock {args.stock_rounds}; "
+        f"{NODES} SuperNodes on loopback; {args.local_steps} local steps, warm {args.rounds} "
+        f"rounds, stock {args.stock_rounds}; "
         f"overrides: {args.overrides}\n"
     )
-    print("| runtime | security | S | poll s | median s / exchange | p90 s | n | load |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| runtime | security | S | B | poll s | median s / exchange | p90 s | n | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['runtime']} | {r['security']} | {r['S']} | {r['poll']} | "
+            f"| {r['runtime']} | {r['security']} | {r['S']} | {r['B']} | {r['poll']} | "
             f"{r['median']:.3f} | {r['p90']:.3f} | {r['n']} | {r['load']:.1f} |"
         )
     comps = sorted({c for r in rows for c in r["cpu"]})
     print("\nCPU-seconds per exchange (same windows):\n")
-    print(f"| runtime | security | S | poll s | {' | '.join(comps)} | total |")
-    print("|---" * (5 + len(comps)) + "|")
+    print(f"| runtime | security | S | B | poll s | {' | '.join(comps)} | total |")
+    print("|---" * (6 + len(comps)) + "|")
     for r in rows:
         cells = " | ".join(f"{r['cpu'].get(c, 0.0):.3f}" for c in comps)
         print(
-            f"| {r['runtime']} | {r['security']} | {r['S']} | {r['poll']} | {cells} | "
+            f"| {r['runtime']} | {r['security']} | {r['S']} | {r['B']} | {r['poll']} | {cells} | "
             f"{sum(r['cpu'].values()):.3f} |"
         )
     print("\nSuperLink CPU-s per s (measured) and request rate (estimated from poll intervals):\n")
@@ -229,11 +230,11 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             f"<= {NODES / node_poll + 1 / poll:.0f} |"
         )
     for security in sorted({r["security"] for r in rows}):
-        by = {(r["runtime"], r["S"]): r for r in rows if r["security"] == security}
-        for (runtime, s), r in by.items():
-            if runtime == "warm" and ("stock", s) in by:
-                ratio = by[("stock", s)]["median"] / r["median"]
-                print(f"{security} S={s}: stock / warm median s per exchange = {ratio:.1f}x")
+        by = {(r["runtime"], r["S"], r["B"]): r for r in rows if r["security"] == security}
+        for (runtime, s, b), r in by.items():
+            if runtime == "warm" and ("stock", s, b) in by:
+                ratio = by[("stock", s, b)]["median"] / r["median"]
+                print(f"{security} S={s} B={b}: stock / warm median s per exchange = {ratio:.1f}x")
 
 
 def main() -> None:
@@ -257,7 +258,7 @@ def main() -> None:
         default=0.05,
         help="fedadc-supernode's --poll-s (for the estimate)",
     )
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[16])
     parser.add_argument("--idle-s", type=float, default=6.0)
     parser.add_argument("--overrides", default=TINY, help="Hydra overrides")
     args = parser.parse_args()
