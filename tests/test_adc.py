@@ -175,3 +175,36 @@ def test_batch_of_one_and_bad_labels_are_clear_errors():
     plan = adc.make_plan(tokens, attn, labels)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\]"):
         adc.encode(tokens, labels + 10, plan)
+
+
+@pytest.mark.parametrize(
+    "params, k",
+    [
+        ({"xi": 0.25}, 8),  # double: k = floor(sqrt(0.25) 17)
+        ({"xi": 0.25, "mode": "tokens_only"}, 4),
+        ({"xi": 0.25, "mode": "merge_only"}, 17),  # merge_only keeps every token
+        ({"xi": 0.25, "weighting": "size", "cluster": "within_class"}, 8),
+    ],
+)
+def test_eval_forward_keeps_each_samples_own_top_k_tokens_and_merges_nothing(params, k):
+    adc = create_compressor("adc", SMALL, **params)
+    tokens, attn, _ = _batch(16)
+    assert adc.sizes(16)[1] == k
+    out = adc.eval_forward(tokens, attn)
+    assert out.shape == (16, k, SMALL.dim)  # T = B: one row per test sample
+    for b in range(16):
+        # CLS first, then the k - 1 patches this sample's own CLS attention ranks highest
+        ranked = sorted(range(1, SMALL.num_tokens), key=lambda i: -float(attn[b, i]))
+        want = [0, *sorted(ranked[: k - 1])]
+        assert torch.equal(out[b], tokens[b, want])
+    # a sample travelling alone gets the same tokens as in a batch (no batch of 2 needed)
+    assert torch.equal(adc.eval_forward(tokens[3:4], attn[3:4]), out[3:4])
+
+
+def test_eval_forward_needs_the_cls_attention():
+    adc = create_compressor("adc", SMALL, xi=0.25)
+    tokens, attn, _ = _batch(4)
+    with pytest.raises(ValueError, match="CLS attention"):
+        adc.eval_forward(tokens)
+    with pytest.raises(ValueError, match="CLS attention"):
+        adc.eval_forward(tokens, attn[:, :5])

@@ -236,8 +236,10 @@ def test_flower_mapping_composes_to_the_same_run():
 BASE = ["federation.rounds=2", "federation.num_clients=2"]
 
 
-def _fake_run(root: Path, overrides: list[str], acc: float, nominal: float, up: int) -> None:
-    """A run directory written by hand, with known numbers."""
+def _fake_run(
+    root: Path, overrides: list[str], acc: float, nominal: float, up: int, **extra: object
+) -> None:
+    """A run directory written by hand, with known numbers (``extra``: more summary keys)."""
     run = compose([*BASE, *overrides])
     path = root / run_name(run)
     path.mkdir(parents=True)
@@ -251,6 +253,7 @@ def _fake_run(root: Path, overrides: list[str], acc: float, nominal: float, up: 
         "bytes_down": up,
         "stop_reason": "rounds",
         "rounds": 2,
+        **extra,
     }
     (path / "summary.json").write_text(json.dumps(summary))
     rows = [
@@ -288,8 +291,28 @@ def test_report_aggregates_over_seeds_and_plots(tmp_path, capsys):
     assert float(rows[("identity", "")]["accuracy_std"]) == pytest.approx(0.0)
     assert rows[("topk", "ratio=0.1")]["n_seeds"] == "1"
     md = (out / "results.md").read_text()
-    assert "| adc | xi=0.1 | 0.1 | 0.09 | 0.2 | 2 | 0.8000 ± 0.1000 | 2 |" in md
+    assert "| adc | xi=0.1 | 0.1 | 0.09 | 0.2 | 2 | 0.8000 ± 0.1000 | - | 2 |" in md  # one protocol
     for name in ("accuracy_vs_xi", "accuracy_vs_communication", "balance_heatmap"):
         png = out / f"{name}.png"
         assert png.stat().st_size > 1024, name
         assert f"({name}.png)" in md
+
+
+def test_report_shows_the_other_protocol_next_to_the_headline(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (unc, split) in enumerate(((0.7, 0.5), (0.9, 0.7))):
+        both = {"final_accuracy_uncompressed": unc, "final_accuracy_split": split}
+        _fake_run(runs, ["method=topk", f"seed={seed}"], unc, 0.1, 10,
+                  test_protocol="uncompressed", **both)  # fmt: skip
+        _fake_run(runs, ["method=bottlenet", f"seed={seed}"], split, 0.1, 10,
+                  test_protocol="split", **both)  # fmt: skip
+    out = tmp_path / "report"
+    assert report_main([str(runs), "--out", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    assert "| 0.8000 ± 0.1000 (unc) | 0.6000 ± 0.1000 (split) | 2 |" in md  # topk
+    assert "| 0.6000 ± 0.1000 (split) | 0.8000 ± 0.1000 (unc) | 2 |" in md  # bottlenet
+    with open(out / "results.csv") as fh:
+        rows = {r["method"]: r for r in csv.DictReader(fh)}
+    assert rows["bottlenet"]["protocol"] == "split"
+    assert float(rows["topk"]["accuracy_split_mean"]) == pytest.approx(0.6)
+    assert float(rows["topk"]["accuracy_uncompressed_std"]) == pytest.approx(0.1)

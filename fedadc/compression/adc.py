@@ -26,7 +26,7 @@ from fedadc.compression.kmeans import kmeans
 from fedadc.compression.registry import register_compressor
 from fedadc.compression.topk import check_ratio
 from fedadc.model.spec import TokenSpec
-from fedadc.wire.payload import Kind, Payload, PayloadError
+from fedadc.wire.payload import Kind, Payload, PayloadError, WireFormat
 
 MODES = ("double", "merge_only", "tokens_only")
 FEATURES = ("attention", "cls", "mean")
@@ -173,6 +173,31 @@ class ADC(Compressor):
             sizes = adc_math.cluster_sizes(assignments, num_groups)
             payload.add("sizes", sizes.to(torch.int16), Kind.INDICES)
         return Encoded(payload=payload, sent=sent)
+
+    def eval_forward(
+        self,
+        tokens: torch.Tensor,
+        cls_attention: torch.Tensor | None = None,
+        wire: WireFormat | None = None,
+    ) -> torch.Tensor:
+        """ADC's inference through the split path: a test sample travels alone, so nothing
+        is merged (T = B, each sample its own cluster), and each sample keeps its own k
+        most-attended tokens (CLS first), k as in training (:meth:`sizes`; ``merge_only``
+        keeps every token). Predictions stay per sample, whatever the batch."""
+        if cls_attention is None or cls_attention.shape != tokens.shape[:2]:
+            raise ValueError(
+                "ADC's inference keeps each sample's most-attended tokens and needs its CLS "
+                f"attention row, B x n = {tuple(tokens.shape[:2])}; got "
+                f"{None if cls_attention is None else tuple(cls_attention.shape)}"
+            )
+        spec = self.spec
+        k = adc_math.num_kept_tokens(self.token_ratio, spec.num_tokens, spec.num_prefix_tokens)
+        kept = adc_math.top_tokens(cls_attention.float(), k, spec.num_prefix_tokens)
+        payload = Payload(batch_size=int(tokens.shape[0]))
+        payload.add("activations", adc_math.gather_tokens(tokens, kept), Kind.ACTIVATIONS)
+        labels = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+        payload.add("labels", labels, Kind.LABELS)
+        return self.eval_decode(payload, tokens.device, wire)
 
     def expected_tensors(self) -> dict[str, str]:
         expected = super().expected_tensors()

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fedadc.model.spec import TokenSpec
-from fedadc.wire.payload import Kind, Payload, PayloadError
+from fedadc.wire.payload import Kind, Payload, PayloadError, WireFormat
 
 Plan = dict[str, torch.Tensor]
 """Per-step random or data-dependent choices of a method (cluster ids, kept indices, ...).
@@ -64,9 +64,9 @@ class Compressor(nn.Module):
 
     * ``name``: registry name.
     * ``merges_samples``: the server sees fewer samples than the client batch (ADC).
-    * ``compress_at_eval``: evaluation goes through encode/decode by default (BottleNet++,
-      whose learned codec is part of the model); for the others the paper evaluates the
-      uncompressed model.
+    * ``compress_at_eval``: the headline test accuracy is the split path's (through
+      :meth:`eval_forward`; BottleNet++, whose learned codec is part of the model); for
+      the others it is the uncompressed model's, the paper's protocol. Both are recorded.
     """
 
     name: ClassVar[str] = "base"
@@ -190,22 +190,37 @@ class Compressor(nn.Module):
         self.check_targets(payload["labels"], samples)
 
     def eval_forward(
-        self, tokens: torch.Tensor, cls_attention: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        cls_attention: torch.Tensor | None = None,
+        wire: WireFormat | None = None,
     ) -> torch.Tensor:
-        """Tokens as the tail sees them when evaluating *through* the compressor.
+        """Tokens as the tail sees them at inference through the split path (deployed).
 
-        Per-sample methods round-trip encode/decode with a default plan; methods that
-        merge samples cannot produce per-sample predictions and refuse.
+        Per-sample methods round-trip encode/decode with their default plan (no generator:
+        a fixed one). With ``wire`` the payload travels as bytes in that format (its
+        activation precision included), as it would when deployed. A method that merges
+        samples must override this to say what its per-sample inference is (ADC does);
+        the base refuses, since a merged sample has no per-sample prediction.
         """
         if self.merges_samples:
             raise ValueError(
-                f"method {self.name!r} merges samples, so evaluating through the compressor "
-                "gives no per-sample prediction; evaluate uncompressed (the paper's protocol)"
+                f"method {self.name!r} merges samples and does not define its inference "
+                "through the split path; override Compressor.eval_forward (per-sample "
+                "inference, as ADC does) to evaluate it through the compressor"
             )
         labels = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
         plan = self.make_plan(tokens, cls_attention, labels, None)
-        payload = self.encode(tokens, labels, plan).payload
-        return self.decoder_forward(self.received_leaf(payload).to(tokens.device), payload)
+        return self.eval_decode(self.encode(tokens, labels, plan).payload, tokens.device, wire)
+
+    def eval_decode(
+        self, payload: Payload, device: torch.device | str, wire: WireFormat | None = None
+    ) -> torch.Tensor:
+        """The server half of :meth:`eval_forward`: ``payload`` (through the bytes of
+        ``wire`` when given) decoded to the tail's input on ``device``."""
+        if wire is not None:
+            payload = Payload.from_bytes(payload.to_bytes(wire))
+        return self.decoder_forward(self.received_leaf(payload).to(device), payload)
 
     def check_batch(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
         spec = self.spec

@@ -137,6 +137,23 @@ class Group:
         return float(np.std(self.accuracies))  # population std, as the paper's error bars
 
     @property
+    def protocol(self) -> str:
+        """Which protocol ``final_accuracy`` is (``uncompressed`` or ``split``; runs
+        recorded before both protocols existed: the method's default, unknown here)."""
+        protocols = {str(r.summary.get("test_protocol", "")) for r in self.runs}
+        return protocols.pop() if len(protocols) == 1 else ""
+
+    @property
+    def other_protocol(self) -> str:
+        return {"uncompressed": "split", "split": "uncompressed"}.get(self.protocol, "")
+
+    def protocol_accuracy(self, protocol: str) -> tuple[float, float]:
+        """Mean and population std over seeds of the final accuracy by ``protocol``
+        (NaN for runs that did not record it)."""
+        values = [r.value(f"final_accuracy_{protocol}") for r in self.runs]
+        return float(np.mean(values)), float(np.std(values))
+
+    @property
     def all_in_mb(self) -> float:
         return float(np.mean([r.value("bytes_up") + r.value("bytes_down") for r in self.runs]))
 
@@ -158,6 +175,11 @@ class Group:
             "all_in_mb": self.all_in_mb / 1e6,
             "accuracy_mean": self.accuracy_mean,
             "accuracy_std": self.accuracy_std,
+            "protocol": self.protocol,
+            "accuracy_uncompressed_mean": self.protocol_accuracy("uncompressed")[0],
+            "accuracy_uncompressed_std": self.protocol_accuracy("uncompressed")[1],
+            "accuracy_split_mean": self.protocol_accuracy("split")[0],
+            "accuracy_split_std": self.protocol_accuracy("split")[1],
             "n_seeds": len(self.runs),
             "seeds": " ".join(str(s) for s in self.seeds),
             "stop_reasons": " ".join(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,11 @@ CSV_COLUMNS = [
     "all_in_mb",
     "accuracy_mean",
     "accuracy_std",
+    "protocol",
+    "accuracy_uncompressed_mean",
+    "accuracy_uncompressed_std",
+    "accuracy_split_mean",
+    "accuracy_split_std",
     "n_seeds",
     "seeds",
     "stop_reasons",
@@ -56,7 +62,10 @@ def write_markdown(
         "# fedadc results",
         "",
         f"{runs} runs in {len(groups)} groups. Final accuracy: the test accuracy at the last "
-        "evaluation, mean ± std over seeds (population std, as the paper's error bars). "
+        "evaluation, mean ± std over seeds (population std, as the paper's error bars), "
+        "by the method's headline protocol: *unc* (head + tail uncompressed, the paper's) "
+        "or *split* (through the compressor's inference round trip); the other protocol "
+        "has its own column (- where the runs did not record it). "
         "ξ nominal: the ratio the method claims; ξ realised: activations and gradients "
         "against Base (the paper's definition); all-in: every byte (labels, indices, "
         "headers, head weights) against Base; MB: all-in bytes up + down.",
@@ -65,20 +74,36 @@ def write_markdown(
         lines += ["", f"## {setting_title(setting)}", ""]
         lines += [
             "| method | params | ξ nominal | ξ realised | all-in ratio | all-in MB "
-            "| final accuracy | seeds |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            "| final accuracy | other protocol | seeds |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for g in members:
             row = g.row()
             lines.append(
                 f"| {g.series} | {g.params_label or '-'} | {row['xi_nominal']:.4g} "
                 f"| {row['xi_realised']:.4g} | {row['all_in_ratio']:.4g} "
-                f"| {row['all_in_mb']:.4g} | {g.accuracy_mean:.4f} ± {g.accuracy_std:.4f} "
-                f"| {len(g.runs)} |"
+                f"| {row['all_in_mb']:.4g} | {_headline(g)} "
+                f"| {_other(g)} | {len(g.runs)} |"
             )
         for plot in plots.get(setting, []):
             lines += ["", f"![{plot.stem}]({plot.name})"]
     path.write_text("\n".join(lines) + "\n")
+
+
+SHORT = {"uncompressed": "unc", "split": "split"}
+
+
+def _headline(group: Group) -> str:
+    """The final accuracy, ``mean ± std (protocol)`` over seeds."""
+    text = f"{group.accuracy_mean:.4f} ± {group.accuracy_std:.4f}"
+    return f"{text} ({SHORT[group.protocol]})" if group.protocol else text
+
+
+def _other(group: Group) -> str:
+    """The other protocol's final accuracy; ``-`` where the runs did not record it."""
+    other = group.other_protocol
+    mean, std = group.protocol_accuracy(other) if other else (math.nan, math.nan)
+    return "-" if math.isnan(mean) else f"{mean:.4f} ± {std:.4f} ({SHORT[other]})"
 
 
 def make_plots(

@@ -37,6 +37,7 @@ import torch
 from fedadc.compression.registry import ratio_params
 from fedadc.config.schema import RunConfig
 from fedadc.data.tensors import ImageData
+from fedadc.evaluation import METRIC_KEYS
 from fedadc.federated.server import FederatedServer
 from fedadc.federated.timing import summarize
 
@@ -250,6 +251,8 @@ class RunDirectory:
             "rounds": len(history),
             "final_accuracy": history[-1]["test_accuracy"] if history else float("nan"),
             "final_loss": history[-1]["test_loss"] if history else float("nan"),
+            "test_protocol": server.test_protocol,
+            **_by_protocol(history[-1] if history else {}),
             "wall_s": history[-1]["wall_s"] if history else 0.0,
             **summarize(history),
             **server.ledger.summary(),
@@ -284,3 +287,10 @@ class RunDirectory:
         fig.tight_layout()
         fig.savefig(self.path / "accuracy_vs_bytes.png", dpi=120)
         plt.close(fig)
+
+
+def _by_protocol(last: Mapping[str, float]) -> dict[str, float]:
+    """``final_accuracy_uncompressed``, ``final_loss_split``, ...: the last row's test
+    columns by protocol (NaN for rows written before both were recorded)."""
+    keys = [k for k in METRIC_KEYS if k not in ("test_accuracy", "test_loss")]
+    return {"final_" + k.removeprefix("test_"): last.get(k, float("nan")) for k in keys}

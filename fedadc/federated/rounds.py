@@ -20,6 +20,7 @@ import torch
 
 from fedadc.config.schema import RunConfig
 from fedadc.data.tensors import ImageData
+from fedadc.evaluation import not_evaluated
 from fedadc.federated.build import load_data
 from fedadc.federated.server import FederatedServer
 from fedadc.federated.timing import StepTiming, describe
@@ -236,17 +237,18 @@ class SflRounds:
         budget = server.budget_bytes()
         row["budget_used"] = server.spent() / budget if budget else float("nan")
         if rnd % fed.eval_every == 0 or rnd == fed.rounds or self._budget_hit:
-            ev = server.evaluate()
-            row["test_accuracy"], row["test_loss"] = ev.accuracy, ev.loss
+            row.update(server.evaluate().metrics())
         else:
-            row["test_accuracy"] = row["test_loss"] = float("nan")
+            row.update(not_evaluated())
         log.info(
-            "round %3d | clients %2d | train loss %.4f | test acc %.4f | up %s down %s | "
-            "budget %s | xi %.4f (all-in %.4f) | %s",
+            "round %3d | clients %2d | train loss %.4f | test acc %.4f (unc %.4f / split %.4f) "
+            "| up %s down %s | budget %s | xi %.4f (all-in %.4f) | %s",
             rnd,
             len(heads),
             row["train_loss"],
             row["test_accuracy"],
+            row["test_accuracy_uncompressed"],
+            row["test_accuracy_split"],
             _fmt(row["bytes_up"]),
             _fmt(row["bytes_down"]),
             f"{100 * row['budget_used']:5.1f}%" if budget else "none",

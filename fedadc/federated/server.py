@@ -8,7 +8,7 @@ import torch
 
 from fedadc.config.schema import RunConfig
 from fedadc.data.tensors import ImageData
-from fedadc.evaluation import EvalResult, evaluate
+from fedadc.evaluation import Evaluation, evaluate_both
 from fedadc.federated.build import build_split, client_modules, load_weights, weights_payload
 from fedadc.federated.validation import CheckedReply, ReplyValidator, default_max_payload_bytes
 from fedadc.schedule import lr_at, set_lr
@@ -151,20 +151,30 @@ class FederatedServer:
             payload.add(name, tensor, Kind.WEIGHTS)
         self.global_head = payload.to_bytes()
 
-    def evaluate(self) -> EvalResult:
-        """The paper's protocol: the global head + tail, uncompressed, on the test split
-        (through the codec for methods whose codec is part of the model, or if asked)."""
+    def evaluate(self) -> Evaluation:
+        """The global head + tail on the test split, both uncompressed (the paper's
+        protocol) and through the split path (the compressor's inference round trip, in
+        the run's wire format). The headline (``test_accuracy``) is the uncompressed one,
+        or the split path's for methods whose codec is part of the model or if asked
+        (``evaluate_compressed``)."""
         load_weights(self.client_side, Payload.from_bytes(self.global_head))
-        through = self.run.evaluate_compressed
-        if through is None:
-            through = self.compressor.compress_at_eval
-        return evaluate(
+        return evaluate_both(
             self.split.head,
             self.split.tail,
             self.data.test,
-            compressor=self.compressor if through else None,
+            self.compressor,
+            protocol=self.test_protocol,
+            wire=self.tail_step.wire,
             device=self.run.device,
         )
+
+    @property
+    def test_protocol(self) -> str:
+        """Which protocol ``test_accuracy`` reports: ``split`` or ``uncompressed``."""
+        through = self.run.evaluate_compressed
+        if through is None:
+            through = self.compressor.compress_at_eval
+        return "split" if through else "uncompressed"
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs of the server, as ``torch.save`` can store it."""
