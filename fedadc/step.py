@@ -160,18 +160,37 @@ class SplitServer:
 
     def step(self, payload: Payload) -> tuple[Payload, StepMetrics]:
         """One tail step on a received payload; returns the gradient payload."""
+        (gradient,), metrics = self.step_joint([payload])
+        return gradient, metrics
+
+    def step_joint(self, payloads: Sequence[Payload]) -> tuple[list[Payload], StepMetrics]:
+        """One tail step on several payloads at once (e.g. every client's payload of one
+        exchange): their rows form one batch, the loss is its mean; each payload gets the
+        gradient of what it sent."""
         self.tail.train()
         self.compressor.train()
-        received = self.compressor.receive(payload, self.device)
-        logits = self.tail(received.server_input)
-        if received.weights is None:
-            loss = F.cross_entropy(logits, received.targets)
+        received = [self.compressor.receive(p, self.device) for p in payloads]
+        inputs = received[0].server_input if len(received) == 1 else None
+        if inputs is None:
+            inputs = torch.cat([r.server_input for r in received])
+        logits = self.tail(inputs)
+        targets = torch.cat([r.targets for r in received]) if len(received) > 1 else None
+        targets = received[0].targets if targets is None else targets
+        weights = [r.weights for r in received]
+        if all(w is None for w in weights):
+            loss = F.cross_entropy(logits, targets)
         else:  # weighted mean over merged samples (e.g. by the samples each one holds)
-            per_row = F.cross_entropy(logits, received.targets, reduction="none")
-            loss = (per_row * received.weights).sum() / received.weights.sum()
+            if any(w is None for w in weights):
+                raise PayloadError("some payloads carry loss weights and others do not")
+            weight = torch.cat(weights)  # type: ignore[arg-type]
+            per_row = F.cross_entropy(logits, targets, reduction="none")
+            loss = (per_row * weight).sum() / weight.sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        gradient = self.compressor.encode_gradient(received.leaf.grad, payload)
-        gradient.wire = self.wire
-        return gradient, StepMetrics(float(loss.detach()), int(logits.shape[0]))
+        gradients = []
+        for r, payload in zip(received, payloads, strict=True):
+            gradient = self.compressor.encode_gradient(r.leaf.grad, payload)
+            gradient.wire = self.wire
+            gradients.append(gradient)
+        return gradients, StepMetrics(float(loss.detach()), int(logits.shape[0]))

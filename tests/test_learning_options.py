@@ -152,3 +152,35 @@ def test_head_momentum_is_fedavgm():
         want = heads[1][name].double() - (0.5 * d1 + d2)
         assert torch.allclose(heads[1][name].double(), after1.float().double())
         assert torch.allclose(final[name].double(), want, atol=1e-6)
+
+
+def test_joint_tail_step_is_one_step_on_the_union_of_the_payloads():
+    """``tail_update=joint``: the tail steps once on all clients' rows; each client gets the
+    gradient of its own rows. Truth: the same tail stepping on one payload holding both."""
+    import copy
+
+    from fedadc.compression.identity import Identity
+    from fedadc.step import SplitServer
+    from fedadc.wire.payload import Kind, Payload
+
+    torch.manual_seed(0)
+    tail = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(5 * 4, 3))
+    spec = _spec()
+    a, b = torch.randn(3, 5, 4), torch.randn(2, 5, 4)
+    la, lb = torch.tensor([0, 1, 2]), torch.tensor([2, 2])
+
+    def payload(x, y):
+        p = Payload().add("activations", x, Kind.ACTIVATIONS)
+        return p.add("labels", y, Kind.LABELS)
+
+    joint = SplitServer(copy.deepcopy(tail), Identity(spec), None)  # type: ignore[arg-type]
+    joint.optimizer = torch.optim.SGD(joint.tail.parameters(), lr=0.1)
+    union = SplitServer(copy.deepcopy(tail), Identity(spec), None)  # type: ignore[arg-type]
+    union.optimizer = torch.optim.SGD(union.tail.parameters(), lr=0.1)
+    grads, metrics = joint.step_joint([payload(a, la), payload(b, lb)])
+    (whole,), whole_metrics = union.step_joint([payload(torch.cat([a, b]), torch.cat([la, lb]))])
+    assert metrics == whole_metrics
+    assert torch.equal(grads[0]["gradients"], whole["gradients"][:3])
+    assert torch.equal(grads[1]["gradients"], whole["gradients"][3:])
+    for p, q in zip(joint.tail.parameters(), union.tail.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -25,6 +25,7 @@ from fedadc.wire.payload import HARD_LABEL_DTYPES, SOFT_LABEL_DTYPES
 from fedadc.wire.precision import PAYLOAD_DTYPES
 
 CLIENT_STATES = ("reset", "keep")
+TAIL_UPDATES = ("per_client", "joint")
 
 CONSUMED_KEYS = ("xi",)
 """Top-level keys of ``conf/`` that exist only to be interpolated into groups (not
@@ -182,6 +183,10 @@ class FederationConfig:
     budget_scope: str = "all"
     eval_every: int = 1
     timeout_s: float = 600.0
+    tail_update: str = "per_client"
+    """``per_client``: one tail step per client payload, clients in turn (the tail takes N
+    steps per client step); ``joint``: one tail step per exchange on every client's
+    payloads as one batch (SplitFed-V1's average of per-client server updates)."""
     head_momentum: float = 0.0
     """FedAvgM (Hsu et al., 2019): server momentum on the heads' averaged update; 0 is
     plain FedAvg. The heads train only 1/N of the tail's steps, momentum carries them on."""
@@ -203,6 +208,7 @@ class FederationConfig:
         ):
             _at_least("federation", name, getattr(self, name), 1)
         _at_least("federation", "steps_per_message", self.steps_per_message, 0)
+        _choice("federation", "tail_update", self.tail_update, TAIL_UPDATES)
         if not 0.0 <= self.head_momentum < 1.0:
             raise ValueError(
                 f"federation.head_momentum must be in [0, 1), got {self.head_momentum}"

@@ -79,32 +79,56 @@ class FederatedServer:
     def train_on(
         self, replies: dict[int, CheckedReply], round_: int, first_step: int
     ) -> dict[int, list[bytes]]:
-        """Run the tail on every payload, clients in partition order, steps in order."""
+        """Run the tail on every payload: per client (``federation.tail_update=per_client``,
+        clients in partition order, steps in order) or one step on all clients' payloads of
+        each exchange step together (``joint``)."""
         gradients: dict[int, list[bytes]] = {}
         for pid in sorted(replies):
             gradients[pid] = []
-            sent = zip(replies[pid].message.payloads, replies[pid].payloads, strict=True)
-            for offset, (data, payload) in enumerate(sent):
-                step = first_step + offset
-                batch = _client_batch_size(payload)
-                self.ledger.record(
-                    data,
-                    direction="up",
-                    client=pid,
-                    round=round_,
-                    step=step,
-                    baseline_bytes=self.spec.uncompressed_bytes(batch),
-                    nominal_xi=self.compressor.nominal_xi(batch),
-                )
-                set_lr(self.tail_step.optimizer, self._lr_at(round_, step))
-                grad, metrics = self.tail_step.step(payload)
-                self.losses.append(metrics.loss)
+        by_step = self._payloads_by_step(replies, round_, first_step)
+        if self.run.federation.tail_update == "joint":  # one tail step per exchange step
+            steps = [(offset, group) for offset, group in enumerate(by_step)]
+        else:  # one tail step per payload: clients in partition order, steps in order
+            steps = sorted(
+                ((offset, [item]) for offset, group in enumerate(by_step) for item in group),
+                key=lambda entry: entry[1][0][0],
+            )
+        for offset, group in steps:
+            step = first_step + offset
+            set_lr(self.tail_step.optimizer, self._lr_at(round_, step))
+            grads, metrics = self.tail_step.step_joint([payload for _, payload in group])
+            self.losses.append(metrics.loss)
+            for (pid, _), grad in zip(group, grads, strict=True):
                 gradients[pid].append(
                     self.ledger.transmit(
                         grad, direction="down", client=pid, round=round_, step=step
                     )
                 )
         return gradients
+
+    def _payloads_by_step(
+        self, replies: dict[int, CheckedReply], round_: int, first_step: int
+    ) -> list[list[tuple[int, Payload]]]:
+        """Every reply's payloads grouped by step (clients in partition order within a
+        step), each recorded in the ledger as it is taken in."""
+        by_step: list[list[tuple[int, Payload]]] = []
+        for pid in sorted(replies):
+            sent = zip(replies[pid].message.payloads, replies[pid].payloads, strict=True)
+            for offset, (data, payload) in enumerate(sent):
+                batch = _client_batch_size(payload)
+                self.ledger.record(
+                    data,
+                    direction="up",
+                    client=pid,
+                    round=round_,
+                    step=first_step + offset,
+                    baseline_bytes=self.spec.uncompressed_bytes(batch),
+                    nominal_xi=self.compressor.nominal_xi(batch),
+                )
+                while len(by_step) <= offset:
+                    by_step.append([])
+                by_step[offset].append((pid, payload))
+        return by_step
 
     def _lr_at(self, round_: int, step: int) -> float:
         fed, optim = self.run.federation, self.run.optim
