@@ -74,7 +74,8 @@ def test_digits_quick_has_every_method_and_runs_base_once_per_seed(plans):
     assert len({p.identity for p in runs}) == len(runs)
     for p in runs:
         assert p.run.data.source == "digits" and p.run.federation.mode == "sl"
-        assert p.run.federation.budget_epochs == 1.0 and p.run.threads == 1
+        assert p.run.federation.budget_epochs == 2.0 and p.run.threads == 1
+        assert p.run.optim.client_state == "keep"
         assert p.run.federation.budget_scope == "activations"  # equal communication
         _build_compressor(p.run)
 
