@@ -10,6 +10,7 @@ which differ between the two sides and across processes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -39,16 +40,18 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def lr_at(
-    base: float,
-    round_: int,
-    step: int,
-    *,
-    rounds: int,
-    local_steps: int,
-    schedule: str,
-    warmup: float,
-) -> float:
-    """The lr of local step ``step`` (0-based) of round ``round_`` (1-based)."""
-    position = (round_ - 1) * local_steps + step
-    return base * lr_factor(position, rounds * local_steps, schedule, warmup)
+@dataclass(frozen=True)
+class LrCurve:
+    """A run's lr at each (round, step): what the clients' heads and the tail both follow."""
+
+    base: float
+    rounds: int
+    local_steps: int
+    schedule: str = "constant"
+    warmup: float = 0.0
+
+    def at(self, round_: int, step: int) -> float:
+        """The lr of local step ``step`` (0-based) of round ``round_`` (1-based)."""
+        position = (round_ - 1) * self.local_steps + step
+        total = self.rounds * self.local_steps
+        return self.base * lr_factor(position, total, self.schedule, self.warmup)

@@ -17,7 +17,7 @@ from fedadc.config import compose
 from fedadc.federated.optim_state import load_optimizer_bytes, optimizer_to_bytes
 from fedadc.federated.reference import train_reference
 from fedadc.model.spec import TokenSpec
-from fedadc.schedule import lr_at, lr_factor
+from fedadc.schedule import LrCurve, lr_factor
 
 TINY = [
     "model.kwargs.depth=2",
@@ -41,7 +41,7 @@ def test_cosine_warmup_curve_matches_its_formula():
     assert lr_factor(100, total, "cosine", warm) == pytest.approx(0.0, abs=1e-12)
     assert lr_factor(50, total, "constant", 0.0) == 1.0
     # (round, step) -> position: round 2, step 3 of 4 local steps is position 7
-    got = lr_at(1e-3, 2, 3, rounds=5, local_steps=4, schedule="cosine", warmup=0.0)
+    got = LrCurve(1e-3, rounds=5, local_steps=4, schedule="cosine", warmup=0.0).at(2, 3)
     assert got == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 7 / 20)))
     with pytest.raises(ValueError, match="schedule must be one of"):
         lr_factor(0, 1, "linear", 0.0)

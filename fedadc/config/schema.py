@@ -20,7 +20,7 @@ from fedadc.data.partition import PARTITIONS
 from fedadc.data.sources import check_source
 from fedadc.data.transforms import AUGMENT_KINDS
 from fedadc.model.precision import PRECISIONS
-from fedadc.schedule import SCHEDULES
+from fedadc.schedule import SCHEDULES, LrCurve
 from fedadc.wire.payload import HARD_LABEL_DTYPES, SOFT_LABEL_DTYPES
 from fedadc.wire.precision import PAYLOAD_DTYPES
 
@@ -288,3 +288,10 @@ class RunConfig:
         if self.optim.lr is not None:
             return self.optim.lr
         return 1e-4 if (self.model.pretrained or self.model.checkpoint_path) else 1e-3
+
+    @property
+    def lr_curve(self) -> LrCurve:
+        fed, optim = self.federation, self.optim
+        return LrCurve(
+            self.learning_rate, fed.rounds, fed.local_steps, optim.schedule, optim.warmup
+        )

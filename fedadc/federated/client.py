@@ -49,7 +49,7 @@ from fedadc.federated.build import (
     weights_payload,
 )
 from fedadc.federated.optim_state import load_optimizer_bytes, optimizer_to_bytes
-from fedadc.schedule import lr_at, set_lr
+from fedadc.schedule import LrCurve, set_lr
 from fedadc.seeding import generator, stream_seed
 from fedadc.step import SplitClient
 from fedadc.wire.messages import FromClient, ToClient
@@ -68,9 +68,7 @@ class ClientSettings:
     learning_rate: float
     weight_decay: float
     wire: WireFormat
-    rounds: int = 1
-    schedule: str = "constant"
-    warmup: float = 0.0
+    lr_curve: LrCurve
     client_state: str = "reset"
 
     @classmethod
@@ -85,21 +83,8 @@ class ClientSettings:
             learning_rate=run.learning_rate,
             weight_decay=run.optim.weight_decay,
             wire=WireFormat.from_config(run.wire),
-            rounds=fed.rounds,
-            schedule=run.optim.schedule,
-            warmup=run.optim.warmup,
+            lr_curve=run.lr_curve,
             client_state=run.optim.client_state,
-        )
-
-    def lr_at(self, round_: int, step: int) -> float:
-        return lr_at(
-            self.learning_rate,
-            round_,
-            step,
-            rounds=self.rounds,
-            local_steps=self.local_steps,
-            schedule=self.schedule,
-            warmup=self.warmup,
         )
 
 
@@ -261,7 +246,7 @@ class FederatedClient:
             split.pending = []
             for step in steps:
                 self._replay(split, meta["round"], step)
-        set_lr(split.optimizer, self.settings.lr_at(meta["round"], steps[-1]))
+        set_lr(split.optimizer, self.settings.lr_curve.at(meta["round"], steps[-1]))
         split.backward([Payload.from_bytes(data) for data in gradients])
         for step in steps:
             self.state.pop(f"pending.{step}", None)

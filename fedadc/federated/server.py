@@ -11,7 +11,7 @@ from fedadc.data.tensors import ImageData
 from fedadc.evaluation import Evaluation, evaluate_both
 from fedadc.federated.build import build_split, client_modules, load_weights, weights_payload
 from fedadc.federated.validation import CheckedReply, ReplyValidator, default_max_payload_bytes
-from fedadc.schedule import lr_at, set_lr
+from fedadc.schedule import set_lr
 from fedadc.step import SplitServer
 from fedadc.wire.ledger import Ledger
 from fedadc.wire.messages import FromClient, ToClient
@@ -95,7 +95,7 @@ class FederatedServer:
             )
         for offset, group in steps:
             step = first_step + offset
-            set_lr(self.tail_step.optimizer, self._lr_at(round_, step))
+            set_lr(self.tail_step.optimizer, self.run.lr_curve.at(round_, step))
             grads, metrics = self.tail_step.step_joint([payload for _, payload in group])
             self.losses.append(metrics.loss)
             for (pid, _), grad in zip(group, grads, strict=True):
@@ -129,18 +129,6 @@ class FederatedServer:
                     by_step.append([])
                 by_step[offset].append((pid, payload))
         return by_step
-
-    def _lr_at(self, round_: int, step: int) -> float:
-        fed, optim = self.run.federation, self.run.optim
-        return lr_at(
-            self.run.learning_rate,
-            round_,
-            step,
-            rounds=fed.rounds,
-            local_steps=fed.local_steps,
-            schedule=optim.schedule,
-            warmup=optim.warmup,
-        )
 
     def fedavg(self, replies: dict[int, CheckedReply]) -> None:
         """Average the uploaded heads, weighted by the samples each trained on."""
