@@ -170,12 +170,8 @@ class SplitServer:
         self.tail.train()
         self.compressor.train()
         received = [self.compressor.receive(p, self.device) for p in payloads]
-        inputs = received[0].server_input if len(received) == 1 else None
-        if inputs is None:
-            inputs = torch.cat([r.server_input for r in received])
-        logits = self.tail(inputs)
-        targets = torch.cat([r.targets for r in received]) if len(received) > 1 else None
-        targets = received[0].targets if targets is None else targets
+        logits = self.tail(torch.cat([r.server_input for r in received]))
+        targets = torch.cat([r.targets for r in received])
         weights = [r.weights for r in received]
         if all(w is None for w in weights):
             loss = F.cross_entropy(logits, targets)
