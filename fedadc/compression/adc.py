@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from fedadc.compression import adc_math
-from fedadc.compression.base import Compressor, Encoded, Plan, Received
+from fedadc.compression.base import Compressor, Encoded, Plan
 from fedadc.compression.kmeans import BACKENDS as KMEANS_BACKENDS
 from fedadc.compression.kmeans import kmeans
 from fedadc.compression.registry import register_compressor
@@ -205,20 +205,24 @@ class ADC(Compressor):
             expected["sizes"] = "int"
         return expected
 
-    def receive(self, payload: Payload, device: torch.device | str | None = None) -> Received:
+    def loss_fields(self) -> tuple[str, ...]:
+        return ("labels", "sizes") if self.weighting == "size" else ("labels",)
+
+    def loss_targets(
+        self, fields: Payload, rows: int, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """As the base, plus the merged samples' sizes as loss weights (``weighting='size'``):
         the weighted mean of the merged losses estimates the loss of the whole batch."""
-        received = super().receive(payload, device)
-        if self.weighting == "size":
-            sizes = payload["sizes"]
-            rows = received.server_input.shape[0]
-            if sizes.shape != (rows,) or bool((sizes < 1).any()):
-                raise PayloadError(
-                    f"ADC sizes must be {rows} cluster sizes >= 1, one per merged sample, "
-                    f"got shape {tuple(sizes.shape)}"
-                )
-            received.weights = sizes.to(device=received.targets.device, dtype=torch.float32)
-        return received
+        targets, _ = super().loss_targets(fields, rows, device)
+        if self.weighting != "size":
+            return targets, None
+        sizes = fields["sizes"]
+        if sizes.shape != (rows,) or bool((sizes < 1).any()):
+            raise PayloadError(
+                f"ADC sizes must be {rows} cluster sizes >= 1, one per merged sample, "
+                f"got shape {tuple(sizes.shape)}"
+            )
+        return targets, sizes.to(device=targets.device, dtype=torch.float32)
 
 
 def _resolve_ratios(

@@ -51,8 +51,9 @@ class Received:
     """Leaf tensor (requires grad) rebuilt from the payload; its ``.grad`` goes back."""
     server_input: torch.Tensor
     """Tokens for the server tail, ``B' x n' x d``."""
-    targets: torch.Tensor
-    """Hard labels (``B'``, int64) or soft labels (``B' x C``, float32)."""
+    targets: torch.Tensor | None
+    """Hard labels (``B'``, int64) or soft labels (``B' x C``, float32); None for a
+    U-shaped payload (the labels stayed on the client)."""
     weights: torch.Tensor | None = None
     """Per-row loss weights (``B'``), e.g. ADC's cluster sizes; None: the plain mean."""
 
@@ -116,19 +117,46 @@ class Compressor(nn.Module):
         return payload["gradients"].float()
 
     # ---------------------------------------------------------------- server side
-    def receive(self, payload: Payload, device: torch.device | str | None = None) -> Received:
-        """Rebuild the server input and targets from a payload, on ``device``.
+    def receive(
+        self, payload: Payload, device: torch.device | str | None = None, *, labeled: bool = True
+    ) -> Received:
+        """Rebuild the server input and (``labeled``) targets from a payload, on ``device``.
 
-        Raises :class:`PayloadError` for non-finite values or labels that do not fit.
+        ``labeled=False``: a U-shaped payload, whose loss fields stayed on the client
+        (:meth:`loss_fields`); ``targets`` is then None. Raises :class:`PayloadError` for
+        non-finite values or labels that do not fit.
         """
         leaf = self.received_leaf(payload)
         if not torch.isfinite(leaf).all():
             raise PayloadError("received activations contain NaN or Inf")
         leaf = leaf.to(device).detach().requires_grad_(True)
         server_input = self.decoder_forward(leaf, payload)
-        targets = payload["labels"]
-        self.check_targets(targets, server_input.shape[0])
-        return Received(leaf=leaf, server_input=server_input, targets=targets.to(device))
+        if not labeled:
+            return Received(leaf=leaf, server_input=server_input, targets=None)
+        targets, weights = self.loss_targets(payload, server_input.shape[0], device)
+        return Received(leaf, server_input, targets, weights)
+
+    def loss_fields(self) -> tuple[str, ...]:
+        """The payload tensors only the loss reads. Standard split learning sends them to
+        the server; U-shape keeps them on the client (:meth:`strip_loss_fields`)."""
+        return ("labels",)
+
+    def loss_targets(
+        self, fields: Payload, rows: int, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(targets, per-row loss weights or None) from the loss fields of a payload, for
+        ``rows`` samples; the same function on the server (standard) and client (U-shape)."""
+        targets = fields["labels"]
+        self.check_targets(targets, rows)
+        return targets.to(device), None
+
+    def strip_loss_fields(self, payload: Payload) -> Payload:
+        """Move the loss fields out of ``payload`` (which then holds only what the server
+        needs) into a new payload that stays on the client."""
+        kept = Payload(batch_size=payload.batch_size)
+        for name in self.loss_fields():
+            kept.add(name, payload.tensors.pop(name), payload.kinds.pop(name))
+        return kept
 
     def received_leaf(self, payload: Payload) -> torch.Tensor:
         """The payload's activations as float32 ``B' x n' x d`` (``1 <= n' <= n``)."""
@@ -160,7 +188,7 @@ class Compressor(nn.Module):
         """How many samples (label rows) the server trains on from ``payload``."""
         return int(leaf.shape[0])
 
-    def validate_payload(self, payload: Payload, max_samples: int) -> None:
+    def validate_payload(self, payload: Payload, max_samples: int, *, labeled: bool = True) -> None:
         """Check a received forward payload before the tail trains on it.
 
         Names and dtypes (:meth:`expected_tensors`), the method's shapes (its
@@ -169,6 +197,8 @@ class Compressor(nn.Module):
         :class:`PayloadError` naming the problem; never touches parameters.
         """
         expected = self.expected_tensors()
+        if not labeled:  # U-shape: the loss fields must not travel
+            expected = {k: v for k, v in expected.items() if k not in self.loss_fields()}
         if set(payload.tensors) != set(expected):
             raise PayloadError(
                 f"{self.name} payload must hold tensors {sorted(expected)}, "
@@ -187,7 +217,8 @@ class Compressor(nn.Module):
                 f"payload has {leaf.shape[0]} rows for {samples} samples; the batch size "
                 f"allows 1 to {max_samples}"
             )
-        self.check_targets(payload["labels"], samples)
+        if labeled:
+            self.loss_targets(payload, samples)
 
     def eval_forward(
         self,

@@ -111,8 +111,8 @@ class TopK(Compressor):
     def expected_tensors(self) -> dict[str, str]:
         return {"activations": "float", "indices": "int", "labels": "label"}
 
-    def validate_payload(self, payload: Payload, max_samples: int) -> None:
-        super().validate_payload(payload, max_samples)
+    def validate_payload(self, payload: Payload, max_samples: int, *, labeled: bool = True) -> None:
+        super().validate_payload(payload, max_samples, labeled=labeled)
         self._received_indices(payload, payload["activations"].shape[0])
 
     def received_leaf(self, payload: Payload) -> torch.Tensor:

@@ -26,6 +26,7 @@ from fedadc.wire.precision import PAYLOAD_DTYPES
 
 CLIENT_STATES = ("reset", "keep")
 TAIL_UPDATES = ("per_client", "joint")
+SHAPES = ("standard", "u")
 
 CONSUMED_KEYS = ("xi",)
 """Top-level keys of ``conf/`` that exist only to be interpolated into groups (not
@@ -66,9 +67,13 @@ class ModelConfig:
     pretrained: bool = False
     checkpoint_path: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    end_blocks: int = 0
+    """U-shaped split learning (``federation.shape=u``): the model's last blocks that stay
+    on the client with the final norm and classifier (0: only norm and classifier)."""
 
     def __post_init__(self) -> None:
         _at_least("model", "split_at", self.split_at, 1)
+        _at_least("model", "end_blocks", self.end_blocks, 0)
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,10 @@ class FederationConfig:
     head_momentum: float = 0.0
     """FedAvgM (Hsu et al., 2019): server momentum on the heads' averaged update; 0 is
     plain FedAvg. The heads train only 1/N of the tail's steps, momentum carries them on."""
+    shape: str = "standard"
+    """``standard``: the server holds the tail and computes the loss (clients send labels);
+    ``u``: U-shaped, the client keeps the model's end (``model.end_blocks``, final norm,
+    classifier) and its labels, the server holds the middle blocks (docs/ushape.md)."""
     max_payload_bytes: int | None = None
     """Largest payload (one step's bytes) the server accepts from a client; None: twice
     the uncompressed B x n x d float32 size plus labels and headers."""
@@ -209,6 +218,19 @@ class FederationConfig:
             _at_least("federation", name, getattr(self, name), 1)
         _at_least("federation", "steps_per_message", self.steps_per_message, 0)
         _choice("federation", "tail_update", self.tail_update, TAIL_UPDATES)
+        _choice("federation", "shape", self.shape, SHAPES)
+        if self.shape == "u":
+            if self.mode == "sfl" and self.tail_update != "joint":
+                raise ValueError(
+                    "federation.shape=u trains the server's middle blocks once per exchange on "
+                    "every client's outputs (their losses live on the clients): set "
+                    "federation.tail_update=joint, or use the preset federation=ushape"
+                )
+            if self.messages_steps != 1:
+                raise ValueError(
+                    "federation.shape=u is exact split learning with two round trips per "
+                    f"step; it needs federation.steps_per_message=1, got {self.steps_per_message}"
+                )
         if not 0.0 <= self.head_momentum < 1.0:
             raise ValueError(
                 f"federation.head_momentum must be in [0, 1), got {self.head_momentum}"

@@ -22,6 +22,7 @@ from fedadc.data.normalize import Normalization, explicit, model_statistics
 from fedadc.data.partition import partition_indices
 from fedadc.data.tensors import ImageData, ImageSplit
 from fedadc.model.split import SplitViT, split_vit
+from fedadc.model.ushape import UShapeTail
 from fedadc.wire.payload import Kind, Payload
 
 log = logging.getLogger("fedadc")
@@ -177,13 +178,20 @@ def build_split(run: RunConfig, data: ImageData) -> tuple[SplitViT, Compressor]:
     )
     compressor = create_compressor(run.method.name, split.spec, **run.method.params)
     split.head.precision = split.tail.precision = run.precision
+    tail: nn.Module = split.tail
+    if run.federation.shape == "u":  # the client keeps the model's end
+        tail = UShapeTail(split.tail, run.model.end_blocks)
     device = torch.device(run.device)
-    return SplitViT(split.head.to(device), split.tail.to(device), split.spec), compressor.to(device)
+    return SplitViT(split.head.to(device), tail.to(device), split.spec), compressor.to(device)
 
 
 def client_modules(split: SplitViT, compressor: Compressor) -> nn.ModuleDict:
-    """What a client trains and uploads: the head and the compressor's client side."""
-    return nn.ModuleDict({"head": split.head, "encoder": compressor.encoder})
+    """What a client trains and uploads: the head and the compressor's client side, and in
+    U-shape the model's end (:class:`~fedadc.model.ushape.UShapeTail`)."""
+    modules = {"head": split.head, "encoder": compressor.encoder}
+    if isinstance(split.tail, UShapeTail):
+        modules["end"] = split.tail.end
+    return nn.ModuleDict(modules)
 
 
 def weights_payload(module: nn.Module) -> Payload:

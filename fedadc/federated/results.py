@@ -60,6 +60,8 @@ ADDED_LATER = {
     "optim.client_state": "reset",
     "federation.head_momentum": 0.0,
     "federation.tail_update": "per_client",
+    "federation.shape": "standard",
+    "model.end_blocks": 0,
 }
 """Keys added after runs were recorded, with the value an older config.json implies: a
 config without them reads as these values, and a key at its value is left out of
