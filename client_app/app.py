@@ -67,10 +67,10 @@ def info(msg: Message, context: Context) -> Message:
     run = _node_run(context)
     pid = _partition(context, run.federation.num_clients)
     data = client_data(run, pid)
-    hist = torch.bincount(data.labels).tolist()
-    record = ConfigRecord(
-        {"partition-id": pid, "num-examples": len(data), "label-histogram": str(hist)}
-    )
+    values: dict = {"partition-id": pid, "num-examples": len(data)}
+    if run.federation.shape != "u":  # U-shape: no label information leaves the client
+        values["label-histogram"] = str(torch.bincount(data.labels).tolist())
+    record = ConfigRecord(values)
     return Message(RecordDict({"info": record}), reply_to=msg)
 
 

@@ -281,16 +281,15 @@ class SplitServer:
         m = self._middle
         return (m.rows[index], m.tokens, m.out.shape[2])
 
-    def backward_middle(
-        self, gradients: Sequence[Payload | None], losses: Sequence[float | None] = ()
-    ) -> tuple[list[Payload | None], StepMetrics]:
+    def backward_middle(self, gradients: Sequence[Payload | None]) -> list[Payload | None]:
         """U-shape, second half: one middle step on the clients' gradients w.r.t. their
         outputs; returns each payload's gradient w.r.t. what it sent (None where the client
         sent no gradient: it dropped out, its rows do not count).
 
         The step's loss is the row-weighted mean of the clients' losses,
         sum_c (rows_c / rows) L_c: with per-row mean losses this is the mean over all rows,
-        as :meth:`step_joint` takes it."""
+        as :meth:`step_joint` takes it. The server never sees it: each client's gradient
+        arrives scaled by 1 (its own mean) and is weighted here."""
         m = self._middle
         if m is None:
             raise RuntimeError("no middle pass is pending: call forward_middle first")
@@ -316,11 +315,7 @@ class SplitServer:
             gradient = self.compressor.encode_gradient(r.leaf.grad, payload)
             gradient.wire = self.wire
             result.append(gradient)
-        known = [(m.rows[i], losses[i]) for i in present if i < len(losses)]
-        known = [(n, loss) for n, loss in known if loss is not None]
-        rows = sum(n for n, _ in known)
-        loss = sum(n * loss for n, loss in known) / rows if rows else float("nan")
-        return result, StepMetrics(loss, total)
+        return result
 
 
 @dataclass

@@ -20,6 +20,8 @@ from fedadc.wire.messages import FromClient, ToClient
 RECORD = "fedadc"
 PARTS, HEAD = "parts", "head"
 COMPUTE = "compute_s"
+OUTPUTS, OUTPUT_GRADIENTS = "outputs", "output_gradients"
+"""U-shape's second round trip; absent from the record when empty."""
 
 
 def _record(fields: dict[str, Any], parts: list[bytes], head: bytes | None) -> RecordDict:
@@ -48,13 +50,23 @@ def _fields(content: RecordDict, ints: tuple[str, ...]) -> tuple[dict[str, int],
     return {k: int(record[k]) for k in ints}, record
 
 
+def _optional_list(record: ConfigRecord, key: str, kind: tuple[type, ...]) -> list:
+    """An optional list field of the record, type-checked like the required ones."""
+    value = record.get(key, [])
+    if not isinstance(value, list) or not all(type(v) in kind for v in value):
+        raise ValueError(f"malformed fedadc message: wrong type of ['{key}']")
+    return list(value)
+
+
 def encode_to_client(msg: ToClient) -> RecordDict:
-    fields = {
+    fields: dict[str, Any] = {
         "round": msg.round,
         "first_step": msg.first_step,
         "num_steps": msg.num_steps,
         "finish": msg.finish,
     }
+    if msg.outputs:
+        fields[OUTPUTS] = [bytes(o) for o in msg.outputs]
     return _record(fields, msg.gradients, msg.head)
 
 
@@ -67,6 +79,7 @@ def decode_to_client(content: RecordDict) -> ToClient:
         finish=bool(f["finish"]),
         gradients=list(record[PARTS]),
         head=record.get(HEAD),
+        outputs=_optional_list(record, OUTPUTS, (bytes,)),
     )
 
 
@@ -76,6 +89,8 @@ def encode_from_client(reply: FromClient) -> RecordDict:
         "num_examples": reply.num_examples,
         COMPUTE: float(reply.compute_s),
     }
+    if reply.output_gradients:
+        fields[OUTPUT_GRADIENTS] = [bytes(g) for g in reply.output_gradients]
     return _record(fields, reply.payloads, reply.head)
 
 
@@ -90,4 +105,5 @@ def decode_from_client(content: RecordDict) -> FromClient:
         payloads=list(record[PARTS]),
         head=record.get(HEAD),
         compute_s=float(compute),
+        output_gradients=_optional_list(record, OUTPUT_GRADIENTS, (bytes,)),
     )

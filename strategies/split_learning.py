@@ -156,14 +156,14 @@ class SplitLearningStrategy:
             if pid in nodes:
                 raise RuntimeError(f"two nodes claim partition-id {pid}; give each a unique one")
             nodes[pid] = reply.metadata.src_node_id
-            hist = info.get("label-histogram", "")
+            hist = info.get("label-histogram")  # not sent in U-shape
             log(
                 INFO,
-                "client %d (node %d): %s samples, labels %s",
+                "client %d (node %d): %s samples%s",
                 pid,
                 nodes[pid],
                 info["num-examples"],
-                hist,
+                f", labels {hist}" if hist is not None else "",
             )
         missing = sorted(set(range(self.run.federation.num_clients)) - set(nodes))
         if missing:

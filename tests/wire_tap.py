@@ -22,10 +22,11 @@ class WireTap(InProcessTransport):
 
     def exchange(self, messages: dict[int, ToClient]) -> dict[int, FromClient]:
         for msg in messages.values():
-            self.sent["down"] += [*msg.gradients, *([msg.head] if msg.head else [])]
+            self.sent["down"] += [*msg.gradients, *msg.outputs, *([msg.head] if msg.head else [])]
         replies = super().exchange(messages)
         for reply in replies.values():
-            self.sent["up"] += [*reply.payloads, *([reply.head] if reply.head else [])]
+            head = [reply.head] if reply.head else []
+            self.sent["up"] += [*reply.payloads, *reply.output_gradients, *head]
         return replies
 
     def label_dtypes(self, direction: str) -> set[str]:

@@ -178,13 +178,16 @@ class FederatedClient:
             meta = {"round": msg.round, "examples": 0, "pending": []}
         if msg.gradients:
             self._apply_gradients(live, meta, msg.gradients)
+        reply = FromClient(partition=self.partition)
+        if msg.outputs:  # U-shape: the end's step on the server's outputs
+            reply.output_gradients = self._end_steps(live, meta, msg.outputs)
         payloads = []
         for i in range(msg.num_steps):
             data, num = self._forward(live, msg.round, msg.first_step + i)
             payloads.append(data)
             meta["pending"].append(msg.first_step + i)
             meta["examples"] += num
-        reply = FromClient(partition=self.partition, payloads=payloads)
+        reply.payloads = payloads
         if msg.finish:
             reply.head = weights_payload(live.modules).to_bytes()
             reply.num_examples = meta["examples"]
@@ -246,11 +249,44 @@ class FederatedClient:
             split.pending = []
             for step in steps:
                 self._replay(split, meta["round"], step)
+                if split.end is not None:  # U-shape: the end's step, from its stored output
+                    self._end_step(split, meta["round"], step, self.state[f"output.{step}"])
         set_lr(split.optimizer, self.settings.lr_curve.at(meta["round"], steps[-1]))
         split.backward([Payload.from_bytes(data) for data in gradients])
         for step in steps:
             self.state.pop(f"pending.{step}", None)
+            self.state.pop(f"output.{step}", None)
         meta["pending"] = []
+
+    def _end_steps(self, live: _Live, meta: dict, outputs: list[bytes]) -> list[bytes]:
+        """U-shape: the loss on each pending step's output from the server; returns the
+        gradients w.r.t. those outputs. The losses stay here, with the labels."""
+        steps = meta["pending"]
+        split = live.step
+        if split.end is None:
+            raise ValueError(f"client {self.partition} got middle outputs but is not U-shaped")
+        if len(outputs) != len(steps):
+            raise ValueError(
+                f"client {self.partition} has {len(steps)} pending steps but received "
+                f"{len(outputs)} outputs"
+            )
+        if [p.key for p in split.pending] != steps:  # forward not kept here: replay it
+            split.pending = []
+            for step in steps:
+                self._replay(split, meta["round"], step)
+        grads = []
+        for step, data in zip(steps, outputs, strict=True):
+            grad, _ = self._end_step(split, meta["round"], step, data)
+            if self.persist == "every_message":  # another process may apply the gradient
+                self.state[f"output.{step}"] = data
+            grads.append(grad.to_bytes())
+        return grads
+
+    def _end_step(self, split: SplitClient, round_: int, step: int, output: bytes):
+        """The end's forward and backward of one step, seeded by (partition, global step)."""
+        g = self._global_step(round_, step)
+        seed = stream_seed(self.settings.seed, f"end-{self.partition}-{g}")
+        return split.end_step(Payload.from_bytes(output), seed=seed)
 
     def _replay(self, split: SplitClient, round_: int, step: int) -> None:
         stored = Payload.from_bytes(self.state[f"pending.{step}"])
@@ -297,6 +333,7 @@ class FederatedClient:
             optimizer,
             wire=self.settings.wire,
             head_update=self.settings.head_update,
+            end=modules["end"] if "end" in modules else None,  # type: ignore[arg-type]  # noqa: SIM401 (no ModuleDict.get)
         )
         return _Live(version, modules, step)
 

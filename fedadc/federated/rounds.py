@@ -152,8 +152,7 @@ class SflRounds:
         done = 0
         while True:
             before = self.server.spent()
-            with self.timing.server():
-                gradients = self.server.train_on(replies, rnd, done)
+            gradients, replies = self.train_step(rnd, replies, done)
             done += count
             count = min(per_message, local - done)
             # payloads up + gradients down, in the budget's scope
@@ -171,6 +170,27 @@ class SflRounds:
             if finish:
                 self.server.received(replies, rnd, done)
                 return replies
+
+    def train_step(
+        self, rnd: int, replies: dict[int, CheckedReply], step: int
+    ) -> tuple[dict[int, list[bytes]], dict[int, CheckedReply]]:
+        """Train the server's part on one exchange's payloads; returns each client's
+        gradients and the clients still in the round.
+
+        Standard: the tail steps on the payloads. U-shape: a second round trip inside the
+        step, since the loss lives on the clients: the middle's outputs go down, their
+        gradients come up, the middle steps."""
+        if not self.server.u_shape:
+            with self.timing.server():
+                return self.server.train_on(replies, rnd, step), replies
+        with self.timing.server():
+            outputs = self.server.forward_middle(replies, rnd, step)
+        answers = self._exchange(
+            rnd, {pid: ToClient(rnd, step, 0, outputs=outputs[pid]) for pid in outputs}
+        )
+        with self.timing.server():
+            gradients = self.server.backward_middle(answers, rnd, step)
+        return gradients, {pid: replies[pid] for pid in answers}
 
     def _exchange(self, rnd: int, messages: dict[int, ToClient]) -> dict[int, CheckedReply]:
         """Send ``messages``; return the replies that came back and passed validation,

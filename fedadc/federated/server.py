@@ -10,12 +10,18 @@ from fedadc.config.schema import RunConfig
 from fedadc.data.tensors import ImageData
 from fedadc.evaluation import Evaluation, evaluate_both
 from fedadc.federated.build import build_split, client_modules, load_weights, weights_payload
-from fedadc.federated.validation import CheckedReply, ReplyValidator, default_max_payload_bytes
+from fedadc.federated.validation import (
+    CheckedReply,
+    RejectedPayload,
+    ReplyValidator,
+    default_max_payload_bytes,
+)
+from fedadc.model.ushape import UShapeTail
 from fedadc.schedule import set_lr
 from fedadc.step import SplitServer
 from fedadc.wire.ledger import Ledger
 from fedadc.wire.messages import FromClient, ToClient
-from fedadc.wire.payload import Kind, Payload, WireFormat
+from fedadc.wire.payload import Kind, Payload, PayloadError, WireFormat
 
 
 class FederatedServer:
@@ -33,7 +39,10 @@ class FederatedServer:
         self.split, self.compressor = build_split(run, data)
         self.spec = self.split.spec
         self.client_side = client_modules(self.split, self.compressor)
-        params = [*self.split.tail.parameters(), *self.compressor.decoder.parameters()]
+        self.u_shape = isinstance(self.split.tail, UShapeTail)
+        """U-shape: the server trains only the middle; the tail's end belongs to the clients."""
+        server_part = self.split.tail.middle if self.u_shape else self.split.tail
+        params = [*server_part.parameters(), *self.compressor.decoder.parameters()]
         optimizer = torch.optim.Adam(
             params, lr=run.learning_rate, weight_decay=run.optim.weight_decay
         )
@@ -53,12 +62,24 @@ class FederatedServer:
             max_payload_bytes=fed.max_payload_bytes
             if fed.max_payload_bytes is not None
             else default_max_payload_bytes(self.spec, fed.batch_size),
+            labeled=not self.u_shape,
         )
+        self._middle_clients: list[int] = []
 
     def validate(self, pid: int, message: ToClient, reply: FromClient) -> CheckedReply:
         """``reply`` decoded, or :class:`~fedadc.federated.validation.RejectedPayload` unless
         it is safe to train on (before the tail sees any of its payloads)."""
-        return self.validator.check(pid, message, reply)
+        checked = self.validator.check(pid, message, reply)
+        if message.outputs:  # U-shape: gradients w.r.t. the outputs this client was sent
+            index = self._middle_clients.index(pid)
+            try:
+                checked.output_gradients = [
+                    _checked_gradient(data, self.tail_step.output_shape(index))
+                    for data in reply.output_gradients
+                ]
+            except PayloadError as err:
+                raise RejectedPayload(pid, f"output gradient: {err}") from err
+        return checked
 
     def send(self, messages: dict[int, ToClient], round_: int) -> None:
         """Record the bytes of outgoing head downloads (gradients are recorded when made)."""
@@ -106,6 +127,50 @@ class FederatedServer:
                 )
         return gradients
 
+    def forward_middle(
+        self, replies: dict[int, CheckedReply], round_: int, step: int
+    ) -> dict[int, list[bytes]]:
+        """U-shape, first half of a step: the middle on every client's payload of this
+        exchange as one batch (clients in partition order); returns each client's output,
+        as recorded in the ledger."""
+        (group,) = self._payloads_by_step(replies, round_, step)  # S = 1 in U-shape
+        self._middle_clients = [pid for pid, _ in group]
+        set_lr(self.tail_step.optimizer, self.run.lr_curve.at(round_, step))
+        outputs = self.tail_step.forward_middle([payload for _, payload in group])
+        return {
+            pid: [
+                self.ledger.transmit(output, direction="down", client=pid, round=round_, step=step)
+            ]
+            for pid, output in zip(self._middle_clients, outputs, strict=True)
+        }
+
+    def backward_middle(
+        self, replies: dict[int, CheckedReply], round_: int, step: int
+    ) -> dict[int, list[bytes]]:
+        """U-shape, second half: one middle step on the output gradients that came back
+        (a client without one dropped out: its rows do not count); returns each client's
+        gradient w.r.t. what it sent, as recorded in the ledger."""
+        grads: list[Payload | None] = []
+        for pid in self._middle_clients:
+            reply = replies.get(pid)
+            if reply is None:
+                grads.append(None)
+                continue
+            self.ledger.record(
+                reply.message.output_gradients[0],
+                direction="up",
+                client=pid,
+                round=round_,
+                step=step,
+            )
+            grads.append(reply.output_gradients[0])
+        back = self.tail_step.backward_middle(grads)  # no loss: it stays on the clients
+        return {
+            pid: [self.ledger.transmit(g, direction="down", client=pid, round=round_, step=step)]
+            for pid, g in zip(self._middle_clients, back, strict=True)
+            if g is not None
+        }
+
     def _payloads_by_step(
         self, replies: dict[int, CheckedReply], round_: int, first_step: int
     ) -> list[list[tuple[int, Payload]]]:
@@ -115,7 +180,7 @@ class FederatedServer:
         for pid in sorted(replies):
             sent = zip(replies[pid].message.payloads, replies[pid].payloads, strict=True)
             for offset, (data, payload) in enumerate(sent):
-                batch = _client_batch_size(payload)
+                batch = self._client_batch_size(payload)
                 self.ledger.record(
                     data,
                     direction="up",
@@ -129,6 +194,15 @@ class FederatedServer:
                     by_step.append([])
                 by_step[offset].append((pid, payload))
         return by_step
+
+    def _client_batch_size(self, payload: Payload) -> int:
+        """The client batch B behind a payload: its typed batch size where the method sends
+        one (ADC sends T merged samples), else one sample per row the method decodes (a
+        U-shaped payload has no label rows to count)."""
+        if payload.batch_size is not None:
+            return payload.batch_size
+        leaf = self.compressor.received_leaf(payload)
+        return self.compressor.num_samples(payload, leaf)
 
     def fedavg(self, replies: dict[int, CheckedReply]) -> None:
         """Average the uploaded heads, weighted by the samples each trained on."""
@@ -224,14 +298,23 @@ class FederatedServer:
     def spent(self) -> int:
         if self.run.federation.budget_scope == "all":
             return self.ledger.total_bytes()
-        return self.ledger.total_bytes("up", Kind.ACTIVATIONS) + self.ledger.total_bytes(
-            "down", Kind.GRADIENTS
+        # activations and gradients both ways (U-shape sends outputs down, gradients up)
+        return self.ledger.total_bytes(kind=Kind.ACTIVATIONS) + self.ledger.total_bytes(
+            kind=Kind.GRADIENTS
         )
 
 
-def _client_batch_size(payload: Payload) -> int:
-    """The client batch B behind a payload: its typed batch size where the method sends
-    one (ADC sends T merged samples), else one sample per label row."""
-    if payload.batch_size is not None:
-        return payload.batch_size
-    return int(payload["labels"].shape[0])
+def _checked_gradient(data: bytes, shape: tuple[int, ...]) -> Payload:
+    """A U-shaped client's gradient w.r.t. its output: decodes, one tensor, the output's
+    shape, finite (raises :class:`PayloadError`)."""
+    payload = Payload.from_bytes(data)
+    if set(payload.tensors) != {"gradients"}:
+        raise PayloadError(f"unexpected tensors {sorted(payload.tensors)}")
+    grad = payload["gradients"].float()
+    if tuple(grad.shape) != tuple(shape) or not bool(torch.isfinite(grad).all()):
+        raise PayloadError(
+            f"must be finite and of the output's shape {tuple(shape)}, got {tuple(grad.shape)}"
+        )
+    return payload
+
+

@@ -56,6 +56,9 @@ class CheckedReply:
     """The step payloads of ``message``, decoded, in step order."""
     head: Payload | None = None
     """The decoded head upload, on the round's last message."""
+    output_gradients: list[Payload] = field(default_factory=list)
+    """U-shape: the decoded gradients w.r.t. the middle's outputs (checked by the server,
+    which knows the outputs' shapes)."""
 
 
 class ReplyValidator:
@@ -69,8 +72,11 @@ class ReplyValidator:
         batch_size: int,
         max_examples: int,
         max_payload_bytes: int,
+        labeled: bool = True,
     ) -> None:
         self.compressor = compressor
+        self.labeled = labeled
+        """False in U-shape: payloads must carry no labels (nor any loss field)."""
         self.batch_size = batch_size
         self.max_examples = max_examples
         self.max_payload_bytes = max_payload_bytes
@@ -93,6 +99,11 @@ class ReplyValidator:
             raise PayloadError(
                 f"{len(reply.payloads)} payloads in reply to a request for {message.num_steps}"
             )
+        if len(reply.output_gradients) != len(message.outputs):
+            raise PayloadError(
+                f"{len(reply.output_gradients)} output gradients in reply to "
+                f"{len(message.outputs)} outputs"
+            )
         checked = CheckedReply(reply)
         for offset, data in enumerate(reply.payloads):
             step = message.first_step + offset
@@ -112,7 +123,7 @@ class ReplyValidator:
         return checked
 
     def _check_payload(self, payload: Payload) -> Payload:
-        self.compressor.validate_payload(payload, self.batch_size)
+        self.compressor.validate_payload(payload, self.batch_size, labeled=self.labeled)
         batch = payload.batch_size
         if batch is not None and not 1 <= batch <= self.batch_size:
             raise PayloadError(

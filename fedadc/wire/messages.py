@@ -3,7 +3,8 @@
 Binary parts are already-serialized :class:`~fedadc.wire.Payload` bytes, so every
 transport (a function call, Flower messages) carries the same bytes the ledger counted.
 One round trip per step: the server's message for step t+1 carries the gradient of step t
-and the client's reply carries the payload of step t+1.
+and the client's reply carries the payload of step t+1. U-shape adds a second round trip
+per step: the server sends the middle's output, the client replies with its gradient.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class ToClient:
     """Weights of head (+ client-side codec) at the start of a round."""
     finish: bool = False
     """After applying the gradients, upload the head."""
+    outputs: list[bytes] = field(default_factory=list)
+    """U-shape: the middle blocks' outputs for the client's pending steps, in step order;
+    the client answers with their gradients (:attr:`FromClient.output_gradients`)."""
 
 
 @dataclass
@@ -33,6 +37,8 @@ class FromClient:
     head: bytes | None = None
     num_examples: int = 0
     """Samples trained on this round (weights FedAvg)."""
+    output_gradients: list[bytes] = field(default_factory=list)
+    """U-shape: the gradient w.r.t. each output of :attr:`ToClient.outputs`."""
     compute_s: float = 0.0
     """Seconds the client computed on the message (restore, backward, forwards, encode,
     save), on its own clock; the server splits an exchange's time with it
