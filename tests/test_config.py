@@ -131,8 +131,9 @@ def test_every_registered_method_has_a_yaml() -> None:
 def test_every_group_option_builds(group: str, option: str) -> None:
     extra = ["data.path=/data/x"] if group == "data" and option in PATH_DATA else []
     run = compose([f"{group}={option}", *extra])
-    if group == "federation":
-        assert run.federation.mode == option
+    if group == "federation":  # a preset is its mode, or a shape of sfl
+        mode, shape = {"ushape": ("sfl", "u")}.get(option, (option, "standard"))
+        assert (run.federation.mode, run.federation.shape) == (mode, shape)
     if group == "partition":
         assert run.partition.kind == option
 

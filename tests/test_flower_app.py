@@ -89,3 +89,23 @@ def test_flower_ledger_counts_the_bytes_sent_in_the_run_wire_format(flower, tmp_
         server.split.tail.parameters(), reference.server.split.tail.parameters(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_flower_ushape_run_equals_the_in_process_reference(flower, tmp_path):
+    """U-shape (two round trips per step, the outputs and their gradients as extra message
+    fields) through a real `flwr run`: ledger, heads (with the clients' ends) and the
+    server's middle bit-identical to the reference; no client reports a label histogram."""
+    flat = {**TINY_RUN, "rounds": 1, "mode": "ushape"}
+    run = compose(overrides_from_flower(flat))
+    assert run.federation.shape == "u"
+    reference = train_reference(run)
+    run_dir, stdout = flower.run(tmp_path, flat=flat)
+    server = FederatedServer(run, load_data(run))
+    RunDirectory(run_dir).load_checkpoint(server)
+    assert server.ledger.records == reference.server.ledger.records
+    assert server.global_head == reference.server.global_head
+    for a, b in zip(
+        server.split.tail.parameters(), reference.server.split.tail.parameters(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert "samples, labels" not in stdout and "samples" in stdout

@@ -196,3 +196,47 @@ def test_ushape_stateless_clients_equal_cached_ones_bit_for_bit(federation):
     assert [r["test_accuracy"] for r in cached.history] == [
         r["test_accuracy"] for r in stateless.history
     ]
+
+
+def test_a_malformed_output_gradient_drops_the_client_not_the_run(caplog):
+    """A client whose gradient w.r.t. its output has the wrong shape is rejected before the
+    middle steps; the middle steps on the others' rows; the client rejoins next round."""
+    from fedadc.federated import InProcessTransport, rounds_for
+    from fedadc.wire.payload import Kind
+
+    class Corrupting(InProcessTransport):
+        def exchange(self, messages):
+            replies = super().exchange(messages)
+            for pid, reply in replies.items():
+                if pid == 1 and messages[pid].outputs and messages[pid].round == 1:
+                    bad = Payload().add("gradients", torch.ones(2, 2, 2), Kind.GRADIENTS)
+                    reply.output_gradients = [bad.to_bytes()]
+            return replies
+
+    run = _ushape_run()
+    loop = rounds_for(run)(run, Corrupting(run))
+    result = loop.run()
+    assert [(rnd, err.client) for rnd, err in loop.rejected] == [(1, 1)]
+    assert "output gradient" in loop.rejected[0][1].reason
+    assert [row["clients"] for row in result.history] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["federation=sfl", "federation.shape=u"], "tail_update=joint"),
+        (["federation.steps_per_message=2"], "steps_per_message=1"),
+        (["federation.shape=v"], "federation.shape"),
+    ],
+)
+def test_impossible_ushape_configs_name_the_fix(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        _ushape_run(*overrides)
+
+
+def test_end_blocks_that_leave_the_server_nothing_are_refused():
+    from fedadc.federated.build import build_split, load_data
+
+    run = _ushape_run("model.end_blocks=2")  # depth 4, split_at 2: the middle would be empty
+    with pytest.raises(ValueError, match="end_blocks"):
+        build_split(run, load_data(run))

@@ -316,5 +316,3 @@ def _checked_gradient(data: bytes, shape: tuple[int, ...]) -> Payload:
             f"must be finite and of the output's shape {tuple(shape)}, got {tuple(grad.shape)}"
         )
     return payload
-
-
