@@ -317,3 +317,34 @@ def test_report_shows_the_other_protocol_next_to_the_headline(tmp_path):
     assert rows["bottlenet"]["protocol"] == "split"
     assert float(rows["topk"]["accuracy_split_mean"]) == pytest.approx(0.6)
     assert float(rows["topk"]["accuracy_uncompressed_std"]) == pytest.approx(0.1)
+
+
+def test_plots_draw_both_protocols(tmp_path, monkeypatch):
+    """Accuracy vs xi and vs communication draw the headline protocol and the other one
+    (dashed / dotted, same colour) for every compressed method."""
+    from fedadc.experiment import plots
+    from fedadc.experiment.groups import find_runs, group_runs
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        both = {"final_accuracy_uncompressed": 0.8, "final_accuracy_split": 0.6}
+        _fake_run(runs, ["method=topk", f"seed={seed}"], 0.8, 0.1, 10,
+                  test_protocol="uncompressed", **both)  # fmt: skip
+    for path in runs.iterdir():  # per-round accuracy by protocol, as real runs record it
+        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+        for row in rows:
+            row["test_accuracy_uncompressed"] = row["test_accuracy"]
+            row["test_accuracy_split"] = row["test_accuracy"] / 2
+        (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    groups = group_runs(find_runs([runs]))
+    legends = {}
+
+    def keep_legend(fig, path):
+        legends[path.name] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep_legend)
+    plots.accuracy_vs_xi(groups, tmp_path / "xi.png", "t")
+    plots.accuracy_vs_communication(groups, 0.1, tmp_path / "comm.png", "t")
+    assert legends["xi.png"] == ["topk (uncompressed)", "topk (split)"]
+    assert [label.split(", ")[-1] for label in legends["comm.png"]] == ["uncompressed", "split"]

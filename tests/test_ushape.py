@@ -240,3 +240,23 @@ def test_end_blocks_that_leave_the_server_nothing_are_refused():
     run = _ushape_run("model.end_blocks=2")  # depth 4, split_at 2: the middle would be empty
     with pytest.raises(ValueError, match="end_blocks"):
         build_split(run, load_data(run))
+
+
+def test_ushape_warm_worker_persistence_equals_every_message():
+    """The warm worker's policy (round state in memory, written at the round's finish)
+    trains a U-shaped run exactly as the stateless policy, and the states end the same."""
+    from fedadc.federated import InProcessTransport, rounds_for
+
+    run = _ushape_run()
+    results = {}
+    for persist in ("every_message", "round_end"):
+        transport = InProcessTransport(run, persist=persist)
+        results[persist] = (rounds_for(run)(run, transport).run(), transport)
+    (a, every), (b, kept) = results["every_message"], results["round_end"]
+    assert a.server.global_head == b.server.global_head
+    assert a.server.ledger.records == b.server.ledger.records
+    for pid, state in every.states.items():
+        assert not any(k.startswith(("output.", "pending.")) for k in state)
+        other = kept.states[pid]
+        assert state.keys() == other.keys()
+        assert all(state[k] == other[k] for k in state if k != "version"), pid

@@ -77,7 +77,7 @@ def accuracy_vs_xi(groups: Sequence[Group], path: Path, title: str) -> Path:
         x = [g.mean("nominal_xi") for g in members]
         xs += x
         linestyle = "none" if members[0].explicit_balance else "-"
-        ax.errorbar(
+        bars = ax.errorbar(
             x,
             [g.accuracy_mean for g in members],
             yerr=[g.accuracy_std for g in members],
@@ -85,8 +85,22 @@ def accuracy_vs_xi(groups: Sequence[Group], path: Path, title: str) -> Path:
             ms=4,
             capsize=3,
             ls=linestyle,
-            label=name,
+            label=f"{name} ({members[0].protocol or 'headline'})",
         )
+        other = members[0].other_protocol  # the second protocol, dashed, same colour
+        values = [g.protocol_accuracy(other) for g in members] if other else []
+        if values and all(math.isfinite(mean) for mean, _ in values):
+            ax.errorbar(
+                x,
+                [mean for mean, _ in values],
+                yerr=[std for _, std in values],
+                marker="s",
+                ms=3,
+                capsize=2,
+                ls="none" if linestyle == "none" else "--",
+                color=bars.lines[0].get_color(),
+                label=f"{name} ({other})",
+            )
     if xs:
         ax.set_xscale("log")
         _xi_ticks(ax, xs)
@@ -104,18 +118,21 @@ def _nearest(members: Sequence[Group], target: float) -> Group | None:
     return best if 1 / CURVE_WINDOW <= ratio <= CURVE_WINDOW else None
 
 
-def _curve(group: Group) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Mean cumulative MB, mean and std accuracy per evaluated round, over seeds."""
+def _curve(
+    group: Group, key: str = "test_accuracy"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Mean cumulative MB, mean and std of ``key`` per evaluated round, over seeds (None
+    when no run recorded it: runs from before both protocols were recorded)."""
     per_seed = []
     for run in group.runs:
-        rows = [r for r in run.metrics if r.get("test_accuracy") == r.get("test_accuracy")]
+        rows = [r for r in run.metrics if key in r and r[key] == r[key]]
         if rows:
             per_seed.append(rows)
     if not per_seed:
         return None
     length = min(len(rows) for rows in per_seed)
     mb = np.array([[(r["bytes_up"] + r["bytes_down"]) / 1e6 for r in s[:length]] for s in per_seed])
-    acc = np.array([[r["test_accuracy"] for r in s[:length]] for s in per_seed])
+    acc = np.array([[r[key] for r in s[:length]] for s in per_seed])
     return mb.mean(axis=0), acc.mean(axis=0), acc.std(axis=0)
 
 
@@ -139,9 +156,13 @@ def accuracy_vs_communication(
         mb, mean, std = curve  # type: ignore[misc]
         label = name if name == BASE else f"{name} (ξ = {group.mean('nominal_xi'):.3g})"
         style = {"color": "black", "ls": "--"} if name == BASE else {}
-        (line,) = ax.plot(mb, mean, marker=".", label=label, **style)
+        (line,) = ax.plot(mb, mean, marker=".", label=f"{label}, {group.protocol}", **style)
         ax.fill_between(mb, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         ends.append(mb[-1])
+        other = group.other_protocol  # the second protocol, dotted, same colour
+        second = _curve(group, f"test_accuracy_{other}") if other and name != BASE else None
+        if second is not None:
+            ax.plot(second[0], second[1], ls=":", color=line.get_color(), label=f"{label}, {other}")
     if min(ends) > 0 and max(ends) / min(ends) > 20:
         ax.set_xscale("log")
     ax.set_xlabel("cumulative communication, MB up + down (all bytes)")
