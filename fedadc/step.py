@@ -230,10 +230,13 @@ class SplitServer:
         (gradient,), metrics = self.step_joint([payload])
         return gradient, metrics
 
-    def step_joint(self, payloads: Sequence[Payload]) -> tuple[list[Payload], StepMetrics]:
+    def step_joint(
+        self, payloads: Sequence[Payload], *, with_gradients: bool = True
+    ) -> tuple[list[Payload], StepMetrics]:
         """One tail step on several payloads at once (e.g. every client's payload of one
         exchange): their rows form one batch, the loss is its mean; each payload gets the
-        gradient of what it sent."""
+        gradient of what it sent. ``with_gradients=False`` (a frozen head: nothing goes
+        back) encodes none and returns an empty list; the tail's step is the same."""
         self.tail.train()
         self.compressor.train()
         received = [self.compressor.receive(p, self.device) for p in payloads]
@@ -247,7 +250,9 @@ class SplitServer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        gradients = []
+        gradients: list[Payload] = []
+        if not with_gradients:
+            return gradients, StepMetrics(float(loss.detach()), int(logits.shape[0]))
         for r, payload in zip(received, payloads, strict=True):
             gradient = self.compressor.encode_gradient(r.leaf.grad, payload)
             gradient.wire = self.wire

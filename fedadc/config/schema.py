@@ -70,6 +70,10 @@ class ModelConfig:
     end_blocks: int = 0
     """U-shaped split learning (``federation.shape=u``): the model's last blocks that stay
     on the client with the final norm and classifier (0: only norm and classifier)."""
+    head_trainable: bool = True
+    """False: the client head is frozen (e.g. a pretrained backbone). No gradient travels
+    back, so clients stream ``steps_per_message`` payloads per message and the result does
+    not depend on it (docs/streaming.md)."""
 
     def __post_init__(self) -> None:
         _at_least("model", "split_at", self.split_at, 1)

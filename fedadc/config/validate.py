@@ -31,6 +31,14 @@ def validate(run: RunConfig) -> None:
     except ValueError as err:
         raise ValueError(f"model.name: {err}") from None
     check_method(run.method.name, run.method.params)
+    if not run.model.head_trainable:
+        if run.federation.shape == "u":
+            raise ValueError(
+                "model.head_trainable=false cannot be used with federation.shape=u: the "
+                "client's end trains on the server's outputs every step, so nothing can be "
+                "streamed; use federation.shape=standard, or model.head_trainable=true"
+            )
+        check_frozen_head(run.method.name, run.method.params)
 
 
 def check_device(device: str) -> None:
@@ -66,3 +74,17 @@ def check_method(name: str, params: Mapping[str, object]) -> None:
         if any(text.startswith(k) for k in params):  # "ratio must be ..." names its key
             raise ValueError(f"method.params.{text}") from None
         raise ValueError(f"method.params of {name!r}: {text}") from None
+
+
+def check_frozen_head(name: str, params: Mapping[str, object]) -> None:
+    """A frozen head sends no gradient back, so nothing on the client can learn: a method
+    with trainable client-side parameters (BottleNet++'s encoder) would stay at its random
+    initialisation. Refused rather than silently frozen."""
+    encoder = create_compressor(name, _PROBE, **params).encoder
+    if any(p.requires_grad for p in encoder.parameters()):
+        raise ValueError(
+            f"model.head_trainable=false cannot be used with method {name!r}: its client-side "
+            "encoder has trainable parameters, which need the gradient a frozen head does not "
+            "receive; use model.head_trainable=true, or a method without client-side "
+            "parameters (adc, topk, randtopk, c3sl, quantization, identity)"
+        )

@@ -70,6 +70,8 @@ class ClientSettings:
     wire: WireFormat
     lr_curve: LrCurve
     client_state: str = "reset"
+    head_trainable: bool = True
+    """False: a frozen head streams payloads (no graph, nothing pending, no upload)."""
 
     @classmethod
     def from_run(cls, run: RunConfig) -> ClientSettings:
@@ -85,6 +87,7 @@ class ClientSettings:
             wire=WireFormat.from_config(run.wire),
             lr_curve=run.lr_curve,
             client_state=run.optim.client_state,
+            head_trainable=run.model.head_trainable,
         )
 
 
@@ -182,16 +185,19 @@ class FederatedClient:
         if msg.outputs:  # U-shape: the end's step on the server's outputs
             reply.output_gradients = self._end_steps(live, meta, msg.outputs)
         payloads = []
+        trainable = self.settings.head_trainable
         for i in range(msg.num_steps):
             data, num = self._forward(live, msg.round, msg.first_step + i)
             payloads.append(data)
-            meta["pending"].append(msg.first_step + i)
+            if trainable:  # a frozen head's step needs nothing more: no gradient comes
+                meta["pending"].append(msg.first_step + i)
             meta["examples"] += num
         reply.payloads = payloads
+        weights = weights_payload(live.modules).to_bytes() if msg.finish else None
         if msg.finish:
-            reply.head = weights_payload(live.modules).to_bytes()
+            reply.head = weights if trainable else None  # a frozen head is not uploaded
             reply.num_examples = meta["examples"]
-        self._save(live, meta, reply.head)
+        self._save(live, meta, weights)
         reply.compute_s = time.perf_counter() - started
         return reply
 
@@ -227,8 +233,12 @@ class FederatedClient:
 
     def _forward(self, live: _Live, round_: int, step: int) -> tuple[bytes, int]:
         idx = self._batch_indices(self._global_step(round_, step))
-        with torch.set_grad_enabled(self.use_cache):
+        trainable = self.settings.head_trainable
+        with torch.set_grad_enabled(self.use_cache and trainable):
             payload = self._run_step(live.step, idx, round_, step, None)
+        if not trainable:  # streamed: no graph, plan or batch kept for a gradient
+            live.step.pending.clear()
+            return payload.to_bytes(), len(idx)
         pending = Payload(meta={"round": str(round_)})
         pending.add("batch", idx, Kind.INDICES)
         for key, tensor in live.step.pending[-1].plan.items():
@@ -319,6 +329,8 @@ class FederatedClient:
                 "weights in its state (was the round started on another node?)"
             )
         load_weights(modules, Payload.from_bytes(weights))
+        if not self.settings.head_trainable:  # frozen: no graph even where grad is on
+            modules.requires_grad_(False)
         optimizer = torch.optim.Adam(
             modules.parameters(),
             lr=self.settings.learning_rate,
@@ -338,7 +350,8 @@ class FederatedClient:
         return _Live(version, modules, step)
 
     def _save(self, live: _Live, meta: dict, head: bytes | None) -> None:
-        """Write what the policy says; ``head`` is the finish message's upload, else None.
+        """Write what the policy says; ``head`` is the finish message's weights (uploaded
+        unless frozen), else None.
 
         round_end mid-round writes only version and meta (flagged in-memory) and drops the
         last round's weights and optimizer, so that a process without the live objects

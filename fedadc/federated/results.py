@@ -62,6 +62,7 @@ ADDED_LATER = {
     "federation.tail_update": "per_client",
     "federation.shape": "standard",
     "model.end_blocks": 0,
+    "model.head_trainable": True,
 }
 """Keys added after runs were recorded, with the value an older config.json implies: a
 config without them reads as these values, and a key at its value is left out of

@@ -67,7 +67,7 @@ class SflRounds:
         self.timing = StepTiming()
         """The current round's training time by component (fedadc.federated.timing)."""
         fed = run.federation
-        if fed.messages_steps > 1:
+        if fed.messages_steps > 1 and run.model.head_trainable:  # frozen: exact for any S
             log.warning(
                 "steps_per_message=%d: each client computes %d batches with the same head and "
                 "applies their gradients late (head_update=%s). Fewer messages, lower accuracy: "
@@ -83,10 +83,11 @@ class SflRounds:
         started = time.perf_counter()
         for rnd in range(start_round, fed.rounds + 1):
             clients = self.sample_clients(rnd)
-            # stop before a round the budget cannot pay for (head down and up, and at
-            # least one exchange like the last one)
+            # stop before a round the budget cannot pay for (head down and up, or only
+            # down for a frozen head, and at least one exchange like the last one)
+            moves = 1 if self.server.head_frozen else 2
             if self._budget_exhausted(
-                2 * self.server.head_cost(len(clients)) + self._last_exchange_bytes
+                moves * self.server.head_cost(len(clients)) + self._last_exchange_bytes
             ):
                 result.stop_reason = "budget"
                 break
@@ -126,6 +127,8 @@ class SflRounds:
         return self.run_clients(rnd, clients, self.server.global_head)
 
     def aggregate_heads(self, rnd: int, heads: dict[int, CheckedReply]) -> None:
+        if self.server.head_frozen:  # nothing uploaded: the global head stays as it is
+            return
         self.server.fedavg(heads)
 
     def check_enough_clients(
@@ -143,11 +146,18 @@ class SflRounds:
             )
 
     def run_clients(self, rnd: int, clients: list[int], head: bytes) -> dict[int, CheckedReply]:
-        """Train ``clients`` for one round starting from ``head``; returns their uploads."""
+        """Train ``clients`` for one round starting from ``head``; returns their uploads.
+
+        A frozen head streams: each message only asks for the next S payloads (the last
+        one says ``finish``), no gradient goes back and no head comes up, so a round is
+        ceil(local_steps / S) round trips and S = all local steps is one."""
         fed = self.run_config.federation
         per_message, local = fed.messages_steps, fed.local_steps
+        frozen = self.server.head_frozen
         count = min(per_message, local)
-        messages = {c: ToClient(rnd, 0, count, head=head) for c in clients}
+        messages = {
+            c: ToClient(rnd, 0, count, head=head, finish=frozen and count == local) for c in clients
+        }
         replies = self._exchange(rnd, messages)
         done = 0
         while True:
@@ -157,17 +167,20 @@ class SflRounds:
             count = min(per_message, local - done)
             # payloads up + gradients down, in the budget's scope
             self._last_exchange_bytes = self.server.spent() - before
-            next_cost = self._last_exchange_bytes + self.server.head_cost(len(replies))
+            upload = 0 if frozen else self.server.head_cost(len(replies))
+            next_cost = self._last_exchange_bytes + upload
             if count > 0 and self._budget_exhausted(next_cost):
                 self._budget_hit = True
                 count = 0
-            finish = count == 0
+            if frozen and count == 0:  # no gradients to deliver, no head to collect
+                return replies
+            finish = done + count == local if frozen else count == 0
             messages = {
                 c: ToClient(rnd, done, count, gradients=gradients[c], finish=finish)
                 for c in replies
             }
             replies = self._exchange(rnd, messages)
-            if finish:
+            if finish and not frozen:
                 self.server.received(replies, rnd, done)
                 return replies
 
@@ -296,7 +309,8 @@ class SlRounds(SflRounds):
         for c in clients:
             got = self.run_clients(rnd, [c], head)
             if c in got:  # a failed client is skipped; the head goes on from the last one
-                head, last = got[c].message.head, got
+                head = head if self.server.head_frozen else got[c].message.head
+                last = got
                 self._finished += 1
         return last
 
@@ -307,6 +321,8 @@ class SlRounds(SflRounds):
         self._require(rnd, len(clients), self._finished)
 
     def aggregate_heads(self, rnd: int, heads: dict[int, CheckedReply]) -> None:
+        if self.server.head_frozen:  # the relayed head never changed
+            return
         (reply,) = heads.values()
         self.server.set_global_head(reply.message.head)
 

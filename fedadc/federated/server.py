@@ -51,6 +51,8 @@ class FederatedServer:
             self.split.tail, self.compressor, optimizer, run.device, wire=wire
         )
         self.global_head = weights_payload(self.client_side).to_bytes()
+        self.head_frozen = not run.model.head_trainable
+        """A frozen head streams payloads: no gradients back, no head upload, no FedAvg."""
         self.losses: list[float] = []
         self.head_velocity: dict[str, torch.Tensor] = {}
         fed = run.federation
@@ -63,6 +65,7 @@ class FederatedServer:
             if fed.max_payload_bytes is not None
             else default_max_payload_bytes(self.spec, fed.batch_size),
             labeled=not self.u_shape,
+            head_upload=not self.head_frozen,
         )
         self._middle_clients: list[int] = []
 
@@ -102,13 +105,19 @@ class FederatedServer:
     ) -> dict[int, list[bytes]]:
         """Run the tail on every payload: per client (``federation.tail_update=per_client``,
         clients in partition order, steps in order) or one step on all clients' payloads of
-        each exchange step together (``joint``)."""
+        each exchange step together (``joint``).
+
+        A frozen head (``model.head_trainable=false``) gets no gradients (empty lists, none
+        in the ledger), and its per-client steps go step by step (step t of every client in
+        partition order, then t+1): the order S=1 gives, so S changes nothing."""
         gradients: dict[int, list[bytes]] = {}
         for pid in sorted(replies):
             gradients[pid] = []
         by_step = self._payloads_by_step(replies, round_, first_step)
         if self.run.federation.tail_update == "joint":  # one tail step per exchange step
             steps = [(offset, group) for offset, group in enumerate(by_step)]
+        elif self.head_frozen:  # one tail step per payload, steps in order, then clients
+            steps = [(offset, [item]) for offset, group in enumerate(by_step) for item in group]
         else:  # one tail step per payload: clients in partition order, steps in order
             steps = sorted(
                 ((offset, [item]) for offset, group in enumerate(by_step) for item in group),
@@ -117,8 +126,12 @@ class FederatedServer:
         for offset, group in steps:
             step = first_step + offset
             set_lr(self.tail_step.optimizer, self.run.lr_curve.at(round_, step))
-            grads, metrics = self.tail_step.step_joint([payload for _, payload in group])
+            grads, metrics = self.tail_step.step_joint(
+                [payload for _, payload in group], with_gradients=not self.head_frozen
+            )
             self.losses.append(metrics.loss)
+            if self.head_frozen:
+                continue
             for (pid, _), grad in zip(group, grads, strict=True):
                 gradients[pid].append(
                     self.ledger.transmit(

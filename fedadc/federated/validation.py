@@ -73,10 +73,13 @@ class ReplyValidator:
         max_examples: int,
         max_payload_bytes: int,
         labeled: bool = True,
+        head_upload: bool = True,
     ) -> None:
         self.compressor = compressor
         self.labeled = labeled
         """False in U-shape: payloads must carry no labels (nor any loss field)."""
+        self.head_upload = head_upload
+        """False for a frozen head: the round's last reply carries no head."""
         self.batch_size = batch_size
         self.max_examples = max_examples
         self.max_payload_bytes = max_payload_bytes
@@ -116,10 +119,14 @@ class ReplyValidator:
                 checked.payloads.append(self._check_payload(Payload.from_bytes(data)))
             except PayloadError as err:
                 raise PayloadError(f"step {step}: {err}") from None
-        if message.finish:
+        if message.finish and self.head_upload:
             checked.head = self._check_head(reply)
         elif reply.head is not None:
-            raise PayloadError("head upload before the round's last message")
+            raise PayloadError(
+                "head upload before the round's last message"
+                if self.head_upload
+                else "head upload from a frozen head (model.head_trainable=false)"
+            )
         return checked
 
     def _check_payload(self, payload: Payload) -> Payload:
