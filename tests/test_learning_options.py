@@ -121,9 +121,11 @@ def test_kept_client_state_carries_adam_moments_into_the_next_round():
     assert reset.history[1]["train_loss"] != keep.history[1]["train_loss"]
 
 
-def test_head_momentum_is_fedavgm():
-    """Round 2's global head = previous - (m * delta_1 + delta_2), delta = previous - mean."""
-    run = compose([*TINY, "federation.head_momentum=0.5"])
+@pytest.mark.parametrize(("momentum", "lr"), [(0.5, 1.0), (0.5, 2.0), (0.0, 3.0)])
+def test_head_momentum_is_fedavgm(momentum, lr):
+    """Round r's global head = previous - lr * v_r, v_r = m * v_(r-1) + delta_r,
+    delta = previous - mean (Reddi et al.'s FedAvgM with server learning rate lr)."""
+    run = compose([*TINY, f"federation.head_momentum={momentum}", f"federation.head_lr={lr}"])
     from fedadc.federated.inprocess import InProcessTransport
     from fedadc.federated.rounds import SflRounds
     from fedadc.wire.payload import Payload
@@ -147,11 +149,18 @@ def test_head_momentum_is_fedavgm():
     final = Payload.from_bytes(loop.server.global_head).tensors
     for name in final:
         d1 = heads[0][name].double() - means[0][name]
-        after1 = heads[0][name].double() - d1
+        after1 = heads[0][name].double() - lr * d1
         d2 = heads[1][name].double() - means[1][name]
-        want = heads[1][name].double() - (0.5 * d1 + d2)
+        want = heads[1][name].double() - lr * (momentum * d1 + d2)
         assert torch.allclose(heads[1][name].double(), after1.float().double())
         assert torch.allclose(final[name].double(), want, atol=1e-6)
+    # and not plain FedAvg: the head is not the mean of the uploads
+    assert any(not torch.allclose(final[n].double(), means[1][n], atol=1e-6) for n in final)
+
+
+def test_head_lr_must_be_positive():
+    with pytest.raises(ValueError, match="head_lr must be > 0"):
+        compose([*TINY, "federation.head_lr=0"])
 
 
 def test_joint_tail_step_is_one_step_on_the_union_of_the_payloads():

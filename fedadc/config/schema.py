@@ -197,6 +197,9 @@ class FederationConfig:
     steps per client step); ``joint``: one tail step per exchange on every client's
     payloads as one batch (SplitFed-V1's average of per-client server updates)."""
     head_momentum: float = 0.0
+    head_lr: float = 1.0
+    """Server learning rate on the heads' averaged update (FedAvgM's eta, Reddi et al.
+    2021): the new head is ``previous - head_lr * velocity``; 1 with momentum 0 is FedAvg."""
     """FedAvgM (Hsu et al., 2019): server momentum on the heads' averaged update; 0 is
     plain FedAvg. The heads train only 1/N of the tail's steps, momentum carries them on."""
     shape: str = "standard"
@@ -235,6 +238,8 @@ class FederationConfig:
                     "federation.shape=u is exact split learning with two round trips per "
                     f"step; it needs federation.steps_per_message=1, got {self.steps_per_message}"
                 )
+        if not self.head_lr > 0:
+            raise ValueError(f"federation.head_lr must be > 0, got {self.head_lr}")
         if not 0.0 <= self.head_momentum < 1.0:
             raise ValueError(
                 f"federation.head_momentum must be in [0, 1), got {self.head_momentum}"

@@ -61,6 +61,7 @@ ADDED_LATER = {
     "federation.head_momentum": 0.0,
     "federation.tail_update": "per_client",
     "federation.shape": "standard",
+    "federation.head_lr": 1.0,
     "model.end_blocks": 0,
     "model.head_trainable": True,
 }

@@ -230,15 +230,16 @@ class FederatedServer:
             w = reply.message.num_examples / total
             for name, tensor in weights.tensors.items():
                 avg[name] = avg.get(name, 0) + w * tensor.double()
-        momentum = self.run.federation.head_momentum
-        if momentum > 0:  # FedAvgM: the update is the momentum of (previous - average)
+        momentum, lr = self.run.federation.head_momentum, self.run.federation.head_lr
+        if momentum > 0 or lr != 1.0:  # FedAvgM: step along the momentum of (previous - average)
             previous = Payload.from_bytes(self.global_head).tensors
             for name, mean in avg.items():
                 delta = previous[name].double() - mean
-                buf = self.head_velocity.get(name)
+                buf = self.head_velocity.get(name) if momentum > 0 else None
                 buf = delta if buf is None else momentum * buf + delta
-                self.head_velocity[name] = buf
-                avg[name] = previous[name].double() - buf
+                if momentum > 0:
+                    self.head_velocity[name] = buf
+                avg[name] = previous[name].double() - lr * buf
         self.set_global_head({k: v.float() for k, v in avg.items()})
 
     def set_global_head(self, state: dict[str, torch.Tensor] | bytes) -> None:
