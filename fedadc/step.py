@@ -8,7 +8,8 @@ carries the bytes between them (a function call, Flower messages), the math is t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -105,12 +106,8 @@ class SplitClient:
         """
         self.head.train()
         self.compressor.train()
-        if seed is None:
+        with _seeded(seed):
             out = self.head(images)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                out = self.head(images)
         if plan is None:
             plan = self.compressor.make_plan(
                 out.tokens.detach(), out.cls_attention, labels, generator or self.generator
@@ -139,12 +136,8 @@ class SplitClient:
         leaf = _received_output(output, self.compressor).to(device).requires_grad_(True)
         targets, weights = self.compressor.loss_targets(step.loss_fields, leaf.shape[0], device)
         self.end.train()
-        if seed is None:
+        with _seeded(seed):
             logits = self.end(leaf)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                logits = self.end(leaf)
         loss = split_loss(logits, targets, weights)
         params = [p for p in self.end.parameters() if p.requires_grad]
         grads = torch.autograd.grad(loss, [leaf, *params], allow_unused=True)
@@ -305,7 +298,7 @@ class SplitServer:
         full = torch.zeros_like(m.out)
         starts = [sum(m.rows[:i]) for i in range(len(m.rows))]
         for i in present:
-            grad = _received_gradient(gradients[i], self.output_shape(i)).to(full.device)  # type: ignore[arg-type]
+            grad = check_output_gradient(gradients[i], self.output_shape(i)).to(full.device)  # type: ignore[arg-type]
             full[starts[i] : starts[i] + m.rows[i], : m.tokens] = grad * (m.rows[i] / total)
         self.optimizer.zero_grad(set_to_none=True)
         if present:
@@ -335,6 +328,18 @@ class _MiddlePass:
     """Token rows sent back per sample (1: the class token only)."""
 
 
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Fork the torch RNG and seed it (None: leave it alone), so dropout and drop-path draw
+    the same masks whenever a step's forward is recomputed."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def _received_output(payload: Payload, compressor: Compressor) -> torch.Tensor:
     """The server's middle output in a U-shaped step, checked: ``rows x k x d``, finite."""
     out = payload["outputs"].float()
@@ -349,8 +354,12 @@ def _received_output(payload: Payload, compressor: Compressor) -> torch.Tensor:
     return out.detach()
 
 
-def _received_gradient(payload: Payload, shape: tuple[int, ...]) -> torch.Tensor:
-    """A client's gradient w.r.t. the output it was sent, checked against that output."""
+def check_output_gradient(payload: Payload, shape: tuple[int, ...]) -> torch.Tensor:
+    """A U-shaped client's gradient w.r.t. the output it was sent: one tensor, the
+    output's shape, finite (raises :class:`PayloadError`). The server's reply validation
+    and :meth:`SplitServer.backward_middle` both use it."""
+    if set(payload.tensors) != {"gradients"}:
+        raise PayloadError(f"unexpected tensors {sorted(payload.tensors)}")
     grad = payload["gradients"].float()
     if tuple(grad.shape) != tuple(shape):
         raise PayloadError(

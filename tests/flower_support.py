@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from fedadc.federated.build import load_data
+from fedadc.federated.results import RunDirectory
+from fedadc.federated.server import FederatedServer
 from strategies.launcher import ROOT, LocalSimulation, run_config_text
 
 TINY_RUN = {
@@ -54,3 +59,18 @@ class LocalFlower:
 
     def stop_superlink(self) -> None:
         self.simulation.stop()
+
+
+def assert_run_equals_the_reference(run, run_dir: Path, reference) -> FederatedServer:
+    """The checkpoint a `flwr run` wrote in ``run_dir`` holds the in-process reference's
+    ledger records, global head (serialized: bit for bit) and tail weights, bit for bit.
+    Returns the server restored from it."""
+    server = FederatedServer(run, load_data(run))
+    RunDirectory(run_dir).load_checkpoint(server)
+    assert server.ledger.records == reference.server.ledger.records
+    assert server.global_head == reference.server.global_head
+    for a, b in zip(
+        server.split.tail.parameters(), reference.server.split.tail.parameters(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    return server

@@ -21,7 +21,7 @@ from fedadc.federated.server import FederatedServer
 from fedadc.federated.timing import TIMING_FIELDS
 from fedadc.wire import Payload
 from strategies.run_config import overrides_from_flower
-from tests.flower_support import TINY_RUN
+from tests.flower_support import TINY_RUN, assert_run_equals_the_reference
 from tests.wire_tap import WireTap, assert_ledger_matches_the_wire
 
 pytestmark = pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not installed")
@@ -81,14 +81,7 @@ def test_flower_ledger_counts_the_bytes_sent_in_the_run_wire_format(flower, tmp_
     assert_ledger_matches_the_wire(reference.server.ledger, tap.sent)
     assert tap.label_dtypes("up") == {"float16"}  # ADC's soft labels, as configured
     run_dir, _ = flower.run(tmp_path, flat=flat)
-    server = FederatedServer(run, load_data(run))
-    RunDirectory(run_dir).load_checkpoint(server)
-    assert server.ledger.records == reference.server.ledger.records
-    assert server.global_head == reference.server.global_head  # serialized: bit for bit
-    for a, b in zip(
-        server.split.tail.parameters(), reference.server.split.tail.parameters(), strict=True
-    ):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert_run_equals_the_reference(run, run_dir, reference)
 
 
 def test_flower_ushape_run_equals_the_in_process_reference(flower, tmp_path):
@@ -100,12 +93,5 @@ def test_flower_ushape_run_equals_the_in_process_reference(flower, tmp_path):
     assert run.federation.shape == "u"
     reference = train_reference(run)
     run_dir, stdout = flower.run(tmp_path, flat=flat)
-    server = FederatedServer(run, load_data(run))
-    RunDirectory(run_dir).load_checkpoint(server)
-    assert server.ledger.records == reference.server.ledger.records
-    assert server.global_head == reference.server.global_head
-    for a, b in zip(
-        server.split.tail.parameters(), reference.server.split.tail.parameters(), strict=True
-    ):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert_run_equals_the_reference(run, run_dir, reference)
     assert "samples, labels" not in stdout and "samples" in stdout

@@ -28,11 +28,11 @@ from fedadc.config.schema import (
 from fedadc.federated import InProcessTransport, rounds_for
 from fedadc.federated.build import load_data
 from fedadc.federated.reference import train_reference
-from fedadc.federated.results import RunDirectory, config_dict, identity, run_name
+from fedadc.federated.results import config_dict, identity, run_name
 from fedadc.federated.server import FederatedServer
 from fedadc.federated.timing import TIMING_FIELDS
 from strategies.run_config import overrides_from_flower
-from tests.flower_support import TINY_RUN
+from tests.flower_support import TINY_RUN, assert_run_equals_the_reference
 from tests.wire_tap import WireTap, assert_ledger_matches_the_wire
 
 MICRO = ModelConfig(
@@ -213,13 +213,6 @@ def test_flower_streaming_equals_the_in_process_reference(flower, tmp_path):
     assert not run.model.head_trainable and run.federation.messages_steps == 3
     reference = train_reference(run)
     run_dir, _ = flower.run(tmp_path, flat=flat)
-    server = FederatedServer(run, load_data(run))
-    RunDirectory(run_dir).load_checkpoint(server)
-    assert server.ledger.records == reference.server.ledger.records
-    assert server.global_head == reference.server.global_head
-    for a, b in zip(
-        server.split.tail.parameters(), reference.server.split.tail.parameters(), strict=True
-    ):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert_run_equals_the_reference(run, run_dir, reference)
     rows = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert untimed([json.loads(r) for r in rows]) == untimed(reference.history)

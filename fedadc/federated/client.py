@@ -255,12 +255,7 @@ class FederatedClient:
                 f"{len(gradients)} gradients"
             )
         split = live.step
-        if [p.key for p in split.pending] != steps:  # graphs not kept here: replay them
-            split.pending = []
-            for step in steps:
-                self._replay(split, meta["round"], step)
-                if split.end is not None:  # U-shape: the end's step, from its stored output
-                    self._end_step(split, meta["round"], step, self.state[f"output.{step}"])
+        self._ensure_pending(split, meta["round"], steps, with_end=split.end is not None)
         set_lr(split.optimizer, self.settings.lr_curve.at(meta["round"], steps[-1]))
         split.backward([Payload.from_bytes(data) for data in gradients])
         for step in steps:
@@ -280,10 +275,7 @@ class FederatedClient:
                 f"client {self.partition} has {len(steps)} pending steps but received "
                 f"{len(outputs)} outputs"
             )
-        if [p.key for p in split.pending] != steps:  # forward not kept here: replay it
-            split.pending = []
-            for step in steps:
-                self._replay(split, meta["round"], step)
+        self._ensure_pending(split, meta["round"], steps, with_end=False)
         grads = []
         for step, data in zip(steps, outputs, strict=True):
             grad, _ = self._end_step(split, meta["round"], step, data)
@@ -297,6 +289,20 @@ class FederatedClient:
         g = self._global_step(round_, step)
         seed = stream_seed(self.settings.seed, f"end-{self.partition}-{g}")
         return split.end_step(Payload.from_bytes(output), seed=seed)
+
+    def _ensure_pending(
+        self, split: SplitClient, round_: int, steps: list[int], *, with_end: bool
+    ) -> None:
+        """Make ``split`` hold the pending ``steps``: kept by this process, or replayed from
+        the stored batch and plan (``with_end``, U-shape: and the end's step from its stored
+        output)."""
+        if [p.key for p in split.pending] == steps:
+            return
+        split.pending = []
+        for step in steps:
+            self._replay(split, round_, step)
+            if with_end:
+                self._end_step(split, round_, step, self.state[f"output.{step}"])
 
     def _replay(self, split: SplitClient, round_: int, step: int) -> None:
         stored = Payload.from_bytes(self.state[f"pending.{step}"])

@@ -18,7 +18,7 @@ from fedadc.federated.validation import (
 )
 from fedadc.model.ushape import UShapeTail
 from fedadc.schedule import set_lr
-from fedadc.step import SplitServer
+from fedadc.step import SplitServer, check_output_gradient
 from fedadc.wire.ledger import Ledger
 from fedadc.wire.messages import FromClient, ToClient
 from fedadc.wire.payload import Kind, Payload, PayloadError, WireFormat
@@ -76,10 +76,10 @@ class FederatedServer:
         if message.outputs:  # U-shape: gradients w.r.t. the outputs this client was sent
             index = self._middle_clients.index(pid)
             try:
-                checked.output_gradients = [
-                    _checked_gradient(data, self.tail_step.output_shape(index))
-                    for data in reply.output_gradients
-                ]
+                shape = self.tail_step.output_shape(index)
+                checked.output_gradients = [Payload.from_bytes(d) for d in reply.output_gradients]
+                for gradient in checked.output_gradients:
+                    check_output_gradient(gradient, shape)
             except PayloadError as err:
                 raise RejectedPayload(pid, f"output gradient: {err}") from err
         return checked
@@ -316,17 +316,3 @@ class FederatedServer:
         return self.ledger.total_bytes(kind=Kind.ACTIVATIONS) + self.ledger.total_bytes(
             kind=Kind.GRADIENTS
         )
-
-
-def _checked_gradient(data: bytes, shape: tuple[int, ...]) -> Payload:
-    """A U-shaped client's gradient w.r.t. its output: decodes, one tensor, the output's
-    shape, finite (raises :class:`PayloadError`)."""
-    payload = Payload.from_bytes(data)
-    if set(payload.tensors) != {"gradients"}:
-        raise PayloadError(f"unexpected tensors {sorted(payload.tensors)}")
-    grad = payload["gradients"].float()
-    if tuple(grad.shape) != tuple(shape) or not bool(torch.isfinite(grad).all()):
-        raise PayloadError(
-            f"must be finite and of the output's shape {tuple(shape)}, got {tuple(grad.shape)}"
-        )
-    return payload
