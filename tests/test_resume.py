@@ -138,3 +138,16 @@ def test_resume_with_another_configuration_names_the_keys(tmp_path):
         train_reference(other, results=directory, resume=True)
     with pytest.raises(FileNotFoundError, match=r"no checkpoint\.pt"):
         train_reference(run, results=directory, resume=True)
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
+    """A parallel sweep starts runs in the same second: each claims its own directory by
+    creating it, so none crashes on another's name, from threads racing on one name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = resumable_run(str(tmp_path))
+    with ThreadPoolExecutor(8) as pool:
+        dirs = list(pool.map(lambda _: RunDirectory.create(run, "same").path, range(16)))
+    assert len(set(dirs)) == 16
+    assert all((d / "config.json").is_file() for d in dirs)
+    assert sorted(d.name for d in dirs) == sorted(["same"] + [f"same-{i}" for i in range(1, 16)])

@@ -157,12 +157,17 @@ class RunDirectory:
     def create(cls, run: RunConfig, name: str | None = None) -> RunDirectory:
         root = Path(run.results_dir).expanduser().resolve()
         name = name or time.strftime("%Y%m%d-%H%M%S") + f"-{run.method.name}-s{run.seed}"
-        path = root / name
-        suffix = 1
-        while path.exists():
-            path = root / f"{name}-{suffix}"
-            suffix += 1
-        path.mkdir(parents=True)
+        # mkdir itself is the claim (not an exists() check first): runs started in the same
+        # second, e.g. a parallel sweep, would otherwise race for one name and one crash.
+        root.mkdir(parents=True, exist_ok=True)
+        path, suffix = root / name, 1
+        while True:
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                path = root / f"{name}-{suffix}"
+                suffix += 1
         _write_atomic(path / "config.json", json.dumps(asdict(run), indent=2, default=str))
         log.info("results directory: %s", path)
         return cls(path)
