@@ -17,11 +17,16 @@ import torch
 SCHEDULES = ("constant", "cosine")
 
 
-def lr_factor(position: float, total: float, schedule: str, warmup: float) -> float:
+def lr_factor(
+    position: float, total: float, schedule: str, warmup: float, cooldown: float = 0.0
+) -> float:
     """The multiplier of the base lr at ``position`` of ``total`` steps.
 
     ``warmup``: fraction of ``total`` over which the factor rises linearly from ~0 to 1;
-    ``cosine`` then decays it to 0 at ``total`` (``constant`` keeps 1).
+    ``cosine`` then decays it to 0 at ``total`` (``constant`` keeps 1). ``cooldown``
+    (``constant`` only): fraction of ``total`` at the end over which the factor falls
+    linearly from 1 to ~0, warm-up/stable/decay: a short final decay settles the model
+    while a cosine over the whole run slows the learning of a run that is still short.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -30,6 +35,10 @@ def lr_factor(position: float, total: float, schedule: str, warmup: float) -> fl
     if position < warm:
         return (position + 1.0) / (warm + 1.0)
     if schedule == "constant":
+        cool = cooldown * total
+        start = total - cool
+        if cool > 0 and position >= start:
+            return max(total - position, 0.0) / cool
         return 1.0
     progress = min(1.0, (position - warm) / max(total - warm, 1.0))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -49,9 +58,10 @@ class LrCurve:
     local_steps: int
     schedule: str = "constant"
     warmup: float = 0.0
+    cooldown: float = 0.0
 
     def at(self, round_: int, step: int) -> float:
         """The lr of local step ``step`` (0-based) of round ``round_`` (1-based)."""
         position = (round_ - 1) * self.local_steps + step
         total = self.rounds * self.local_steps
-        return self.base * lr_factor(position, total, self.schedule, self.warmup)
+        return self.base * lr_factor(position, total, self.schedule, self.warmup, self.cooldown)

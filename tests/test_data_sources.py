@@ -263,6 +263,57 @@ def test_digits_resized_to_rgb_32() -> None:
     )
 
 
+def _shifted(image: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+    """``image`` (C x H x W) moved by (dy, dx) pixels, uncovered pixels set to ``fill``."""
+    out = torch.full_like(image, fill)
+    h, w = image.shape[-2:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def test_digits_training_batches_are_shifted_by_at_most_one_pixel_with_black_borders() -> None:
+    """The in-memory digits honour ``augment`` like the PIL sources: ``light`` is a random
+    crop with 8 // 8 = 1 pixel of padding, filled with black as normalised."""
+    data = load_image_data("digits", seed=0)  # augment auto -> light
+    idx = torch.arange(32)
+    plain, _ = data.train.batch(idx)
+    a, labels = data.train.batch(idx, augment_seed=5)
+    b, _ = data.train.batch(idx, augment_seed=5)
+    c, _ = data.train.batch(idx, augment_seed=6)
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, plain)
+    assert torch.equal(labels, data.train.labels[idx])
+    black = -data.normalization.mean[0] / data.normalization.std[0]
+    shifts = collections.Counter()
+    for original, augmented in zip(plain, a, strict=True):
+        found = [
+            (dy, dx)
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if torch.allclose(_shifted(original, dy, dx, black), augmented)
+        ]
+        assert found, "an augmented digit is not its original shifted by <= 1 pixel"
+        shifts[found[0]] += 1
+    assert len(shifts) > 1  # not the same shift for every image
+    # evaluation (no seed) and the test split are never augmented
+    torch.testing.assert_close(data.train.batch(idx)[0], plain)
+    t, _ = data.test.batch(idx, augment_seed=5)
+    assert torch.equal(t, data.test.batch(idx)[0])
+    assert torch.equal(data.train.subset(idx).batch(torch.arange(32), augment_seed=5)[0], a)
+
+
+def test_digits_augment_none_and_paper() -> None:
+    data = load_image_data("digits", seed=0, augment="none")
+    idx = torch.arange(8)
+    assert torch.equal(data.train.batch(idx, augment_seed=5)[0], data.train.batch(idx)[0])
+    with pytest.raises(ValueError, match=r"data.augment=light or data.augment=none"):
+        load_image_data("digits", seed=0, augment="paper")
+    # a 224-pixel digits run (pretrained ViT): auto stays light, it does not become paper
+    big = load_image_data("digits", seed=0, img_size=(224, 224), max_train_samples=40)
+    assert big.train.batch(idx, augment_seed=1)[0].shape == (8, 1, 224, 224)
+
+
 def test_disk_single_dataset_is_train_and_holds_out(tmp_path: Path) -> None:
     # DatasetDict.save_to_disk writes each split as a Dataset folder of its own.
     path = write_disk_dataset(tmp_path) / "train"

@@ -47,6 +47,33 @@ def test_cosine_warmup_curve_matches_its_formula():
         lr_factor(0, 1, "linear", 0.0)
 
 
+def test_cooldown_decays_the_constant_lr_linearly_over_the_last_steps():
+    total = 100
+    assert lr_factor(79, total, "constant", 0.0, 0.2) == 1.0
+    assert lr_factor(80, total, "constant", 0.0, 0.2) == pytest.approx(1.0)
+    assert lr_factor(90, total, "constant", 0.0, 0.2) == pytest.approx(0.5)
+    assert lr_factor(99, total, "constant", 0.0, 0.2) == pytest.approx(1 / 20)
+    # warm-up and cooldown together: up over the first 10 steps, down over the last 20
+    assert lr_factor(0, total, "constant", 0.1, 0.2) == pytest.approx(1 / 11)
+    assert lr_factor(50, total, "constant", 0.1, 0.2) == 1.0
+    # round 10 of 10, step 3 of 4: position 39 of 40, 1 step before the end of a 10-step decay
+    got = LrCurve(1e-3, rounds=10, local_steps=4, cooldown=0.25).at(10, 3)
+    assert got == pytest.approx(1e-3 * 1 / 10)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.cooldown=1.5"], r"optim.cooldown is a fraction"),
+        (["optim.cooldown=0.6", "optim.warmup=0.5"], r"warmup \+ cooldown <= 1"),
+        (["optim.cooldown=0.2", "optim.schedule=cosine"], r"set optim.cooldown=0"),
+    ],
+)
+def test_impossible_cooldowns_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        compose(overrides)
+
+
 def test_optimizer_state_bytes_round_trip_exactly():
     model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 3))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99))

@@ -145,16 +145,17 @@ class OptimConfig:
     """Adam for head and tail. ``lr=None``: 1e-4 when fine-tuning pretrained weights (the
     paper), 1e-3 from scratch.
 
-    ``schedule``/``warmup``: the lr curve over the run's rounds x local steps (fedadc/schedule.py),
-    the same for heads and tail. ``client_state``: what a client's Adam moments do between
-    rounds: ``reset`` (a fresh optimizer every round) or ``keep`` (each client continues its
-    own moments; they stay on the client, nothing more is sent).
+    ``schedule``/``warmup``/``cooldown``: the lr curve over the run's rounds x local steps
+    (fedadc/schedule.py), the same for heads and tail. ``client_state``: what a client's
+    Adam moments do between rounds: ``reset`` (a fresh optimizer every round) or ``keep``
+    (each client continues its own moments; they stay on the client, nothing more is sent).
     """
 
     lr: float | None = None
     weight_decay: float = 0.0
     schedule: str = "constant"
     warmup: float = 0.0
+    cooldown: float = 0.0
     client_state: str = "reset"
 
     def __post_init__(self) -> None:
@@ -165,6 +166,16 @@ class OptimConfig:
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(
                 f"optim.warmup is a fraction of the run's steps in [0, 1), got {self.warmup}"
+            )
+        if not 0.0 <= self.cooldown <= 1.0 or self.warmup + self.cooldown > 1.0:
+            raise ValueError(
+                "optim.cooldown is a fraction of the run's steps in [0, 1] with warmup + "
+                f"cooldown <= 1, got cooldown {self.cooldown} (warmup {self.warmup})"
+            )
+        if self.cooldown > 0 and self.schedule != "constant":
+            raise ValueError(
+                f"optim.cooldown decays a constant lr; schedule {self.schedule!r} already "
+                "decays: set optim.cooldown=0 or optim.schedule=constant"
             )
 
 
@@ -324,5 +335,10 @@ class RunConfig:
     def lr_curve(self) -> LrCurve:
         fed, optim = self.federation, self.optim
         return LrCurve(
-            self.learning_rate, fed.rounds, fed.local_steps, optim.schedule, optim.warmup
+            self.learning_rate,
+            fed.rounds,
+            fed.local_steps,
+            optim.schedule,
+            optim.warmup,
+            optim.cooldown,
         )

@@ -27,7 +27,12 @@ from fedadc.data.local import load_local_splits
 from fedadc.data.normalize import STATS_IMAGES, STATS_STREAM, Normalization, none, pixel_statistics
 from fedadc.data.sampling import hold_out, subsample, subsample_indices
 from fedadc.data.tensors import ImageData, TensorSplit
-from fedadc.data.transforms import build_transforms, resize_steps, resolve_augment
+from fedadc.data.transforms import (
+    build_tensor_augment,
+    build_transforms,
+    resize_steps,
+    resolve_augment,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -102,7 +107,13 @@ def load_image_data(
             raise ValueError(f"data.{key} must be >= 1 or null, got {value}")
     if source == "digits":
         return _load_digits(
-            size, in_chans, seed, test_fraction, (max_train_samples, max_test_samples), normalize
+            size,
+            in_chans,
+            seed,
+            test_fraction,
+            (max_train_samples, max_test_samples),
+            normalize,
+            augment,
         )
 
     label = name or (Path(path).name if path else source)
@@ -236,10 +247,12 @@ def _load_digits(
     test_fraction: float,
     limits: tuple[int | None, int | None],
     normalize: str | Normalization,
+    augment: str,
 ) -> ImageData:
     """The embedded digits, bilinearly resized when a model wants another size (e.g. a
-    pretrained 224-pixel ViT). No augmentation: the images are already tensors.
-    ``dataset``: digits' own training mean/std (one over all pixels, as it always was)."""
+    pretrained 224-pixel ViT), with ``augment`` applied to the normalised training tensors
+    (:func:`build_tensor_augment`). ``dataset``: digits' own training mean/std (one over
+    all pixels, as it always was)."""
     channels = in_chans or 1
     given = None
     if isinstance(normalize, Normalization):
@@ -258,7 +271,11 @@ def _load_digits(
             images, labels = images[keep], labels[keep]
         if tuple(size) != tuple(images.shape[-2:]):
             images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
-        splits.append(TensorSplit(images, labels))
+        splits.append((images, labels))
+    augment_tf = build_tensor_augment(augment, tuple(size), data.normalization)
+    log.info("data digits: augment=%s", "none" if augment_tf is None else "light")
+    train, test = splits
+    splits = [TensorSplit(*train, train_transform=augment_tf), TensorSplit(*test)]
     return ImageData(
         train=splits[0],
         test=splits[1],

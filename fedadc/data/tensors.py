@@ -8,6 +8,7 @@ augmentation seeded by the caller so any process can reproduce a batch exactly.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,9 +37,16 @@ class ImageSplit(ABC):
 
 
 class TensorSplit(ImageSplit):
-    """Images already in memory as one tensor (small data sets such as digits)."""
+    """Images already in memory as one tensor (small data sets such as digits);
+    ``train_transform`` (tensor -> tensor, e.g. a random crop) is applied per image, seeded,
+    when a batch is asked for with an ``augment_seed``."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         if images.ndim != 4:
             raise ValueError(f"images must be N x C x H x W, got {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -48,15 +56,22 @@ class TensorSplit(ImageSplit):
             )
         self.images = images.float()
         self.labels = labels.long()
+        self.train_transform = train_transform
 
     def batch(
         self, indices: torch.Tensor, augment_seed: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[indices], self.labels[indices]
+        images = self.images[indices]
+        if augment_seed is not None and self.train_transform is not None:
+            # imported here: transforms imports torchvision, tensors stays light
+            from fedadc.data.transforms import apply_seeded
+
+            images = apply_seeded(self.train_transform, list(images), augment_seed)
+        return images, self.labels[indices]
 
     def subset(self, indices: torch.Tensor | list[int]) -> TensorSplit:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return TensorSplit(self.images[idx], self.labels[idx])
+        return TensorSplit(self.images[idx], self.labels[idx], self.train_transform)
 
 
 @dataclass(frozen=True)

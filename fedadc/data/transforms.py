@@ -127,6 +127,29 @@ def build_transforms(
     return v2.Compose(steps + _to_normalised_tensor(normalization))
 
 
+def build_tensor_augment(
+    kind: str, img_size: tuple[int, int], normalization: Normalization
+) -> Transform | None:
+    """Training augmentation for images already normalised in memory (the embedded digits):
+    ``light`` as for PIL images (RandomCrop with ``size // 8`` padding) with the padding
+    filled by black as normalised (-mean / std per channel), so the border looks like the
+    PIL pipeline's zero padding. ``none`` -> None. ``auto`` is ``light`` at any size here:
+    ``paper`` (RandAugment, ColorJitter) needs pixel images, not standardised tensors, and
+    asked for explicitly it is refused with the fix."""
+    height, width = (int(s) for s in img_size)
+    kind = "light" if kind == "auto" else resolve_augment(kind, (height, width))
+    if kind == "none":
+        return None
+    if kind == "paper":
+        raise ValueError(
+            "data.augment=paper (RandAugment, ColorJitter) needs pixel images; this source "
+            "holds normalised tensors: set data.augment=light or data.augment=none"
+        )
+    fill = [-m / s for m, s in zip(normalization.mean, normalization.std, strict=True)]
+    padding = [max(1, width // 8), max(1, height // 8)]
+    return v2.RandomCrop([height, width], padding=padding, fill=fill[0] if len(fill) == 1 else fill)
+
+
 def apply_seeded(transform: Transform, images: Sequence[Any], seed: int) -> torch.Tensor:
     """Apply ``transform`` to ``images`` in order and stack them (B x C x H x W), with all
     randomness drawn from a generator seeded by ``seed``: the same seed and images give

@@ -57,6 +57,7 @@ ADDED_LATER = {
     "precision": "fp32",
     "optim.schedule": "constant",
     "optim.warmup": 0.0,
+    "optim.cooldown": 0.0,
     "optim.client_state": "reset",
     "federation.head_momentum": 0.0,
     "federation.tail_update": "per_client",
