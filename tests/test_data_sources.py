@@ -276,7 +276,7 @@ def _shifted(image: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor
 def test_digits_training_batches_are_shifted_by_at_most_one_pixel_with_black_borders() -> None:
     """The in-memory digits honour ``augment`` like the PIL sources: ``light`` is a random
     crop with 8 // 8 = 1 pixel of padding, filled with black as normalised."""
-    data = load_image_data("digits", seed=0)  # augment auto -> light
+    data = load_image_data("digits", seed=0, augment="light")
     idx = torch.arange(32)
     plain, _ = data.train.batch(idx)
     a, labels = data.train.batch(idx, augment_seed=5)
@@ -303,15 +303,22 @@ def test_digits_training_batches_are_shifted_by_at_most_one_pixel_with_black_bor
     assert torch.equal(data.train.subset(idx).batch(torch.arange(32), augment_seed=5)[0], a)
 
 
-def test_digits_augment_none_and_paper() -> None:
-    data = load_image_data("digits", seed=0, augment="none")
+@pytest.mark.parametrize("augment", ["none", "auto"])
+def test_digits_auto_and_none_do_not_augment(augment: str) -> None:
+    data = load_image_data("digits", seed=0, augment=augment)
     idx = torch.arange(8)
     assert torch.equal(data.train.batch(idx, augment_seed=5)[0], data.train.batch(idx)[0])
+
+
+def test_digits_paper_is_refused_and_light_works_at_224() -> None:
     with pytest.raises(ValueError, match=r"data.augment=light or data.augment=none"):
         load_image_data("digits", seed=0, augment="paper")
-    # a 224-pixel digits run (pretrained ViT): auto stays light, it does not become paper
-    big = load_image_data("digits", seed=0, img_size=(224, 224), max_train_samples=40)
-    assert big.train.batch(idx, augment_seed=1)[0].shape == (8, 1, 224, 224)
+    big = load_image_data(
+        "digits", seed=0, img_size=(224, 224), max_train_samples=40, augment="light"
+    )
+    idx = torch.arange(8)
+    shifted = big.train.batch(idx, augment_seed=1)[0]
+    assert shifted.shape == (8, 1, 224, 224) and not torch.equal(shifted, big.train.batch(idx)[0])
 
 
 def test_disk_single_dataset_is_train_and_holds_out(tmp_path: Path) -> None:

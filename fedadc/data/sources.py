@@ -251,8 +251,8 @@ def _load_digits(
 ) -> ImageData:
     """The embedded digits, bilinearly resized when a model wants another size (e.g. a
     pretrained 224-pixel ViT), with ``augment`` applied to the normalised training tensors
-    (:func:`build_tensor_augment`). ``dataset``: digits' own training mean/std (one over
-    all pixels, as it always was)."""
+    (:func:`build_tensor_augment`: ``auto`` = none, ``light`` on request). ``dataset``:
+    digits' own training mean/std (one over all pixels, as it always was)."""
     channels = in_chans or 1
     given = None
     if isinstance(normalize, Normalization):
