@@ -22,16 +22,19 @@ from pathlib import Path
 
 from strategies.launcher import ROOT, LocalSimulation, run_config_text
 
+README_FEDERATION = "num-supernodes=10 client-resources-num-cpus=1"
+"""The ``--federation-config`` of the README's first command."""
 
-def one_run(sim: LocalSimulation, seed: int, fast_sim: bool, out: Path, extra: dict) -> dict:
+
+def one_run(
+    sim: LocalSimulation, seed: int, fast_sim: bool, out: Path, extra: dict, federation: str
+) -> dict:
     results = out / f"s{seed}-{'fast' if fast_sim else 'stock'}"
     flat = {"seed": seed, "fast-sim": fast_sim, "results-dir": str(results), **extra}
     log = out / f"{results.name}.log"
     start = time.perf_counter()
     with open(log, "w") as fh:
-        done = sim.run(
-            ROOT, run_config_text(flat), "num-supernodes=10", stdout=fh, stderr=fh, timeout=1800
-        )
+        done = sim.run(ROOT, run_config_text(flat), federation, stdout=fh, stderr=fh, timeout=1800)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"flwr run failed (rc {done.returncode}); see {log}")
@@ -56,6 +59,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fast-sim", choices=["on", "off", "both"], default="on")
     parser.add_argument("--run-config", default="", help="extra flat keys, e.g. 'rounds=10'")
+    parser.add_argument(
+        "--federation-config",
+        default=README_FEDERATION,
+        help=f"flwr run's --federation-config (default: the README's, {README_FEDERATION!r})",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     extra = {}
@@ -70,7 +78,7 @@ def main() -> None:
         try:
             for seed in args.seeds:
                 for fast in modes:
-                    row = one_run(sim, seed, fast, out, extra)
+                    row = one_run(sim, seed, fast, out, extra, args.federation_config)
                     row["load"] = os.getloadavg()[0]
                     rows.append(row)
                     print(
