@@ -188,8 +188,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--federation-config",
-        default="",
-        help="extra flwr --federation-config items, e.g. 'client-resources-num-cpus=1'",
+        # one CPU per simulated ClientApp, what it uses (conf/config.yaml threads: 1);
+        # Flower's default of 2 runs the clients one after another on 2 cores (docs/flower.md)
+        default="client-resources-num-cpus=1",
+        help="extra flwr --federation-config items (default: 'client-resources-num-cpus=1')",
     )
 
 
