@@ -47,7 +47,6 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 from fedadc.config import compose  # noqa: E402
 from fedadc.federated import InProcessTransport, rounds_for  # noqa: E402
 from fedadc.federated.build import load_data  # noqa: E402
-from fedadc.federated.threads import run_threads  # noqa: E402
 from strategies.launcher import LocalSimulation, run_config_text  # noqa: E402
 from strategies.local_deployment import LocalDeployment  # noqa: E402
 from strategies.run_config import overrides_from_flower  # noqa: E402
@@ -108,8 +107,7 @@ def figures(rows: list[dict], epochs_per_round: float, extra: dict) -> dict:
 def run_inprocess(flat: dict) -> tuple[list[dict], int]:
     run = compose(overrides_from_flower(flat))
     transport = CountingTransport(run)
-    with run_threads(run):  # threads=1, as the Flower apps pin it
-        result = rounds_for(run)(run, transport).run()
+    result = rounds_for(run)(run, transport).run()  # the loop pins run.threads
     return result.history, transport.messages
 
 

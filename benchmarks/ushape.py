@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from fedadc.config import compose
 from fedadc.federated import InProcessTransport, rounds_for
 from fedadc.federated.rounds import RoundsResult
-from fedadc.federated.threads import run_threads
 from fedadc.wire import Kind
 
 
@@ -73,8 +72,7 @@ def run_one(label: str, overrides: list[str], seed: int, args) -> Outcome:
     )
     transport = CountingTransport(run)
     started = time.perf_counter()
-    with run_threads(run):  # the run's thread count, as fedadc-train and the apps use
-        result: RoundsResult = rounds_for(run)(run, transport).run()
+    result: RoundsResult = rounds_for(run)(run, transport).run()  # pins run.threads
     wall = time.perf_counter() - started
     ledger = result.server.ledger
     steps = sum(int(r["clients"]) for r in result.history) * run.federation.local_steps

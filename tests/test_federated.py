@@ -346,3 +346,25 @@ def test_the_server_decodes_each_upload_once(monkeypatch):
     assert tap.sent["up"]
     for data in tap.sent["up"]:  # step payloads and head uploads
         assert decoded.count(data) == 1
+
+
+def test_the_round_loop_pins_the_runs_thread_count_and_restores_it():
+    """Any caller of ``rounds_for(run)(...).run()`` (benchmarks, tests, the apps) gets
+    ``run.threads`` inside the loop: CPU results depend on it."""
+
+    class ThreadsSeen(InProcessTransport):
+        def __init__(self, run):
+            super().__init__(run)
+            self.seen: set[int] = set()
+
+        def exchange(self, messages):
+            self.seen.add(torch.get_num_threads())
+            return super().exchange(messages)
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    run = dataclasses.replace(make_run(rounds=1, local_steps=1), threads=other)
+    transport = ThreadsSeen(run)
+    rounds_for(run)(run, transport).run()
+    assert transport.seen == {other}
+    assert torch.get_num_threads() == before

@@ -15,7 +15,6 @@ from fedadc.data.tensors import ImageData
 from fedadc.federated.results import RunDirectory
 from fedadc.federated.rounds import RoundsResult, rounds_for
 from fedadc.federated.server import FederatedServer
-from fedadc.federated.threads import run_threads
 
 if TYPE_CHECKING:
     from fedadc.wire.transport import Transport
@@ -51,8 +50,7 @@ def run_federated(
             results.save_checkpoint(server, finished)
 
     loop.on_round = on_round
-    with run_threads(run):
-        result = loop.run(start_round=start, history=history)
+    result = loop.run(start_round=start, history=history)
     if results is not None:
         results.finish(loop.server, result.history, result.stop_reason, data=loop.data)
     return result

@@ -23,6 +23,7 @@ from fedadc.data.tensors import ImageData
 from fedadc.evaluation import not_evaluated
 from fedadc.federated.build import load_data
 from fedadc.federated.server import FederatedServer
+from fedadc.federated.threads import run_threads
 from fedadc.federated.timing import StepTiming, describe
 from fedadc.federated.validation import CheckedReply, RejectedPayload
 from fedadc.seeding import generator
@@ -78,6 +79,13 @@ class SflRounds:
             )
 
     def run(self, start_round: int = 1, history: list | None = None) -> RoundsResult:
+        """Rounds ``start_round`` to the last (or a stop condition), with torch's thread
+        count pinned to ``run.threads`` here rather than by each caller: CPU results depend
+        on it, and a caller that forgot it ran ~20x slower under load."""
+        with run_threads(self.run_config):
+            return self._run(start_round, history)
+
+    def _run(self, start_round: int, history: list | None) -> RoundsResult:
         fed = self.run_config.federation
         result = RoundsResult(history=list(history or []), server=self.server)
         started = time.perf_counter()
