@@ -25,8 +25,9 @@ def lr_factor(
     ``warmup``: fraction of ``total`` over which the factor rises linearly from ~0 to 1;
     ``cosine`` then decays it to 0 at ``total`` (``constant`` keeps 1). ``cooldown``
     (``constant`` only): fraction of ``total`` at the end over which the factor falls
-    linearly from 1 to ~0, warm-up/stable/decay: a short final decay settles the model
-    while a cosine over the whole run slows the learning of a run that is still short.
+    linearly from 1 to ~0 (warm-up/stable/decay), meant to settle the model at the end
+    without the whole-run slowdown of a cosine; it did not help the default run
+    (docs/results/first-run.md 2d), so it is off by default.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
