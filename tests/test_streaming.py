@@ -20,9 +20,7 @@ import torch
 import fedadc.federated.client as client_module
 from fedadc.config import compose
 from fedadc.config.schema import (
-    FederationConfig,
     MethodConfig,
-    ModelConfig,
     RunConfig,
 )
 from fedadc.federated import InProcessTransport, rounds_for
@@ -33,25 +31,17 @@ from fedadc.federated.server import FederatedServer
 from fedadc.federated.timing import TIMING_FIELDS
 from strategies.run_config import overrides_from_flower
 from tests.flower_support import TINY_RUN, assert_run_equals_the_reference
+from tests.test_federated import MICRO as FEDERATED_MICRO
+from tests.test_federated import make_run
 from tests.wire_tap import WireTap, assert_ledger_matches_the_wire
 
-MICRO = ModelConfig(
-    split_at=2,
-    head_trainable=False,
-    kwargs={"patch_size": 2, "embed_dim": 32, "depth": 4, "num_heads": 2, "mlp_ratio": 2.0},
-)
+MICRO = dataclasses.replace(FEDERATED_MICRO, head_trainable=False)
 
 
 def frozen_run(**federation: object) -> RunConfig:
-    fed = {
-        "num_clients": 3,
-        "rounds": 2,
-        "local_steps": 4,
-        "batch_size": 16,
-        "budget_epochs": None,
-        **federation,
-    }
-    return RunConfig(model=MICRO, federation=FederationConfig(**fed))
+    """tests/test_federated.py's run with a frozen head, 3 clients and 4 local steps."""
+    run = make_run(**{"num_clients": 3, "local_steps": 4, **federation})
+    return dataclasses.replace(run, model=MICRO)
 
 
 def with_s(run: RunConfig, s: int) -> RunConfig:

@@ -208,11 +208,11 @@ class FederationConfig:
     steps per client step); ``joint``: one tail step per exchange on every client's
     payloads as one batch (SplitFed-V1's average of per-client server updates)."""
     head_momentum: float = 0.0
+    """FedAvgM (Hsu et al., 2019): server momentum on the heads' averaged update; 0 is
+    plain FedAvg. The heads train only 1/N of the tail's steps, momentum carries them on."""
     head_lr: float = 1.0
     """Server learning rate on the heads' averaged update (FedAvgM's eta, Reddi et al.
     2021): the new head is ``previous - head_lr * velocity``; 1 with momentum 0 is FedAvg."""
-    """FedAvgM (Hsu et al., 2019): server momentum on the heads' averaged update; 0 is
-    plain FedAvg. The heads train only 1/N of the tail's steps, momentum carries them on."""
     shape: str = "standard"
     """``standard``: the server holds the tail and computes the loss (clients send labels);
     ``u``: U-shaped, the client keeps the model's end (``model.end_blocks``, final norm,

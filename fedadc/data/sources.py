@@ -274,11 +274,10 @@ def _load_digits(
         splits.append((images, labels))
     augment_tf = build_tensor_augment(augment, tuple(size), data.normalization)
     log.info("data digits: augment=%s", "none" if augment_tf is None else "light")
-    train, test = splits
-    splits = [TensorSplit(*train, train_transform=augment_tf), TensorSplit(*test)]
+    (train_images, train_labels), (test_images, test_labels) = splits
     return ImageData(
-        train=splits[0],
-        test=splits[1],
+        train=TensorSplit(train_images, train_labels, train_transform=augment_tf),
+        test=TensorSplit(test_images, test_labels),
         num_classes=data.num_classes,
         image_shape=(channels, *size),
         name="digits",
